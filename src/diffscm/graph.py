@@ -1,0 +1,127 @@
+"""Causal graphs: typed variables, parents, validation and topological order."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DiffSCMError
+
+KINDS = ("categorical", "continuous", "image")
+
+
+@dataclass(frozen=True)
+class Variable:
+    """A node: ``categorical`` (``num_classes``), ``continuous`` (support ``low``..``high``) or ``image``."""
+
+    name: str
+    kind: str
+    parents: tuple[str, ...] = ()
+    num_classes: int | None = None
+    low: float | None = None
+    high: float | None = None
+
+    def check_value(self, value: float) -> None:
+        """Raise a one-line error when ``value`` lies outside this variable's support."""
+        if self.kind == "categorical":
+            if float(value) != int(value) or not 0 <= int(value) < self.num_classes:
+                raise DiffSCMError(f"{self.name} must be an integer in 0..{self.num_classes - 1}, got {value:g}")
+        elif self.kind == "continuous":
+            lo = -float("inf") if self.low is None else self.low
+            hi = float("inf") if self.high is None else self.high
+            if not lo <= float(value) <= hi:
+                raise DiffSCMError(f"{self.name} must lie in [{lo:g}, {hi:g}], got {value:g}")
+
+
+@dataclass
+class CausalGraph:
+    """A DAG of :class:`Variable` nodes, validated on construction."""
+
+    variables: dict[str, Variable] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "CausalGraph":
+        """Build from ``{"variables": [{"name", "kind", "parents", ...}, ...]}``."""
+        try:
+            items = spec["variables"]
+            variables = {}
+            for v in items:
+                var = Variable(name=v["name"], kind=v["kind"], parents=tuple(v.get("parents", ())),
+                               num_classes=v.get("num_classes"), low=v.get("low"), high=v.get("high"))
+                if var.name in variables:
+                    raise DiffSCMError(f"variable {var.name!r} is declared twice")
+                variables[var.name] = var
+        except (KeyError, TypeError) as exc:
+            raise DiffSCMError(f"graph spec is malformed: missing or wrong field {exc}") from None
+        return cls(variables)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "CausalGraph":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except json.JSONDecodeError as exc:
+            raise DiffSCMError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+    def to_dict(self) -> dict:
+        out = []
+        for v in self.variables.values():
+            d = {"name": v.name, "kind": v.kind, "parents": list(v.parents)}
+            d.update({k: getattr(v, k) for k in ("num_classes", "low", "high") if getattr(v, k) is not None})
+            out.append(d)
+        return {"variables": out}
+
+    def validate(self) -> None:
+        for v in self.variables.values():
+            if v.kind not in KINDS:
+                raise DiffSCMError(f"variable {v.name!r} has unknown kind {v.kind!r} (use {', '.join(KINDS)})")
+            if v.kind == "categorical" and (not isinstance(v.num_classes, int) or v.num_classes < 2):
+                raise DiffSCMError(f"categorical variable {v.name!r} needs num_classes >= 2")
+            if v.kind == "image" and not v.parents:
+                raise DiffSCMError(f"image variable {v.name!r} needs at least one parent")
+            for p in v.parents:
+                if p not in self.variables:
+                    raise DiffSCMError(f"variable {v.name!r} has unknown parent {p!r}")
+                if self.variables[p].kind == "image":
+                    raise DiffSCMError(f"variable {v.name!r} has an image parent {p!r}; only attributes may be parents")
+        self.topological_order()
+
+    def topological_order(self) -> list[str]:
+        order, state = [], {}
+
+        def visit(name: str, path: tuple[str, ...]) -> None:
+            if state.get(name) == "done":
+                return
+            if state.get(name) == "active":
+                raise DiffSCMError(f"graph has a cycle: {' -> '.join(path + (name,))}")
+            state[name] = "active"
+            for p in self.variables[name].parents:
+                visit(p, path + (name,))
+            state[name] = "done"
+            order.append(name)
+
+        for n in self.variables:
+            visit(n, ())
+        return order
+
+    def children(self, name: str) -> list[str]:
+        return [v.name for v in self.variables.values() if name in v.parents]
+
+    def descendants(self, names) -> set[str]:
+        """All nodes reachable from ``names`` (excluding the nodes themselves unless reachable)."""
+        seen, stack = set(), list(names)
+        while stack:
+            for c in self.children(stack.pop()):
+                if c not in seen:
+                    seen.add(c)
+                    stack.append(c)
+        return seen
+
+    @property
+    def image(self) -> Variable:
+        images = [v for v in self.variables.values() if v.kind == "image"]
+        if len(images) != 1:
+            raise DiffSCMError(f"graph must have exactly one image variable, has {len(images)}")
+        return images[0]

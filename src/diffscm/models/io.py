@@ -1,0 +1,101 @@
+"""Checkpoint folders: ``config.json`` + ``model.safetensors``, written atomically, never pickles."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import DiffSCMError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def atomic_write_dir(path: str | Path, write) -> None:
+    """Call ``write(tmp_dir)`` then move ``tmp_dir`` into place; an existing ``path`` is replaced only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        write(tmp)
+        tmp.chmod(0o755)
+        for f in tmp.rglob("*"):
+            f.chmod(0o755 if f.is_dir() else 0o644)
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if old is not None:
+                os.replace(old, path)  # put the previous content back
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_checkpoint(path: str | Path, config: dict, tensors: dict[str, torch.Tensor],
+                    extra_files: dict[str, str] | None = None) -> None:
+    """Write ``config.json`` and ``model.safetensors`` (plus optional text files) atomically."""
+    def write(tmp: Path) -> None:
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / WEIGHTS_NAME))
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+
+    atomic_write_dir(path, write)
+
+
+def load_config(path: str | Path, expected_kind: str | None = None) -> dict:
+    """Read and check a checkpoint's ``config.json``."""
+    path = Path(path)
+    cfg_path = path / CONFIG_NAME
+    if not path.is_dir():
+        raise DiffSCMError(f"checkpoint {path} does not exist or is not a folder")
+    if not cfg_path.exists():
+        raise DiffSCMError(f"checkpoint {path} has no {CONFIG_NAME}")
+    try:
+        config = json.loads(cfg_path.read_bytes())
+    except json.JSONDecodeError as exc:
+        raise DiffSCMError(f"checkpoint {path}: {CONFIG_NAME} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise DiffSCMError(f"checkpoint {path}: {CONFIG_NAME} is not UTF-8 text") from None
+    if not isinstance(config, dict) or not isinstance(config.get("kind"), str):
+        raise DiffSCMError(f"checkpoint {path}: {CONFIG_NAME} has no 'kind' string")
+    if expected_kind is not None and config["kind"] != expected_kind:
+        raise DiffSCMError(f"checkpoint {path} holds a {config['kind']!r} model, expected {expected_kind!r}")
+    return config
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read ``model.safetensors`` with a clear error when missing or corrupt."""
+    w = Path(path) / WEIGHTS_NAME
+    if not w.exists():
+        raise DiffSCMError(f"checkpoint {path} has no {WEIGHTS_NAME}")
+    try:
+        return load_file(str(w))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DiffSCMError(f"checkpoint {path}: {WEIGHTS_NAME} is corrupt ({exc})") from None
+
+
+def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load weights strictly; a mismatch names the checkpoint and the first offending key."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in tensors]
+    unexpected = [k for k in tensors if k not in own]
+    shape = [k for k in own if k in tensors and tuple(own[k].shape) != tuple(tensors[k].shape)]
+    if missing or unexpected or shape:
+        what = (f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}" if unexpected
+                else f"shape of {shape[0]} is {tuple(tensors[shape[0]].shape)}, expected {tuple(own[shape[0]].shape)}")
+        raise DiffSCMError(f"checkpoint {path} does not match its architecture ({what})")
+    module.load_state_dict(tensors)

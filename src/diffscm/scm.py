@@ -1,0 +1,213 @@
+"""Structural causal model over attributes and one image, and Pearl's three counterfactual steps.
+
+* :func:`abduct`  — infer the exogenous noise of every variable (the image's is its DDIM latent);
+* :func:`act`     — apply do(·) per sample, recompute descendants of the intervened attributes;
+* :func:`predict` — push the noise through the mechanisms under the new parent values.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .errors import DiffSCMError
+from .graph import CausalGraph
+from .mechanisms import DiffusionImageMechanism, InferenceOptions, RootCategorical
+from .models import DiffusionModel, NoiseAwarePredictor, Oracle
+from .models.io import load_config
+
+SCM_CONFIG = "scm.json"
+PRETRAINED = ("mnist",)
+
+
+@dataclass
+class Exogenous:
+    """Abducted noise: one tensor per attribute and the image latent."""
+
+    attributes: dict[str, torch.Tensor]
+    image: torch.Tensor
+
+
+class SCM:
+    """A causal graph plus one mechanism per node."""
+
+    def __init__(self, graph: CausalGraph, image: DiffusionImageMechanism, attributes: dict | None = None,
+                 defaults: InferenceOptions | None = None, oracle: Oracle | None = None, path: Path | None = None):
+        self.graph = graph
+        self.image_mechanism = image
+        self.attribute_mechanisms = attributes or {}
+        self.defaults = defaults or InferenceOptions()
+        self.oracle = oracle
+        self.path = path
+        for v in graph.variables.values():
+            if v.kind != "image" and v.name not in self.attribute_mechanisms:
+                if v.parents or v.kind != "categorical":
+                    raise DiffSCMError(f"variable {v.name!r} has no mechanism")
+                self.attribute_mechanisms[v.name] = RootCategorical()
+
+    @property
+    def image_name(self) -> str:
+        return self.graph.image.name
+
+    @property
+    def device(self) -> torch.device:
+        return self.image_mechanism.diffusion.alphas_cumprod.device
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, device: torch.device | str = "cpu") -> "SCM":
+        """Load an SCM folder (``scm.json`` + model sub-folders), or a shipped one by name (``mnist``)."""
+        path = resolve_model(name_or_path)
+        cfg_file = path / SCM_CONFIG
+        if not cfg_file.exists():
+            raise DiffSCMError(f"{path} is not an SCM folder: it has no {SCM_CONFIG}")
+        try:
+            cfg = json.loads(cfg_file.read_text())
+            graph = CausalGraph.from_dict(cfg["graph"])
+            img = cfg["image"]
+            diffusion = DiffusionModel.from_pretrained(path / img["diffusion"], device)
+            predictors = {k: NoiseAwarePredictor.from_pretrained(path / v, device) for k, v in img["predictors"].items()}
+            defaults = InferenceOptions(**cfg.get("defaults", {}))
+        except json.JSONDecodeError as exc:
+            raise DiffSCMError(f"{cfg_file} is not valid JSON ({exc.msg})") from None
+        except (KeyError, TypeError) as exc:
+            raise DiffSCMError(f"{cfg_file} is malformed: {exc}") from None
+        for name, p in predictors.items():
+            if p.config.get("schedule", "linear") != diffusion.config["schedule"]:
+                raise DiffSCMError(f"predictor {name!r} was trained on another noise schedule than the diffusion model")
+        oracle = Oracle.from_pretrained(path / cfg["oracle"], device) if cfg.get("oracle") else None
+        return cls(graph, DiffusionImageMechanism(diffusion, predictors), defaults=defaults, oracle=oracle, path=path)
+
+    def options(self, **overrides) -> InferenceOptions:
+        """The SCM's default inference options with ``overrides`` (``None`` values ignored)."""
+        d = dict(self.defaults.__dict__)
+        d["scales"] = dict(d["scales"])
+        for k, v in overrides.items():
+            if v is None:
+                continue
+            if k == "scale":
+                d["scales"] = {n: float(v) for n in self.image_mechanism.predictors}
+            else:
+                d[k] = v
+        return InferenceOptions(**d)
+
+    def check_values(self, values: dict[str, torch.Tensor]) -> None:
+        for name, val in values.items():
+            if name not in self.graph.variables or name == self.image_name:
+                known = ", ".join(n for n in self.graph.variables if n != self.image_name)
+                raise DiffSCMError(f"unknown variable {name!r} (this model has: {known})")
+            var = self.graph.variables[name]
+            flat = torch.as_tensor(val).flatten()
+            if not torch.isfinite(flat.float()).all():
+                raise DiffSCMError(f"{name} has non-finite values")
+            for v in flat.unique().tolist():
+                var.check_value(v)
+
+    def check_images(self, x: torch.Tensor) -> None:
+        shape = tuple(self.image_mechanism.diffusion.image_shape)
+        if x.ndim != 4 or tuple(x.shape[1:]) != shape:
+            raise DiffSCMError(f"images must have shape (N, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise DiffSCMError("images contain NaN or infinite values")
+        if x.min() < -1.0001 or x.max() > 1.0001:
+            raise DiffSCMError(f"images must be scaled to [-1, 1], got [{x.min():.3g}, {x.max():.3g}]")
+
+    def counterfactual(self, observed: dict[str, torch.Tensor], do: dict[str, torch.Tensor],
+                       opts: InferenceOptions | None = None, progress: bool = True) -> dict[str, torch.Tensor]:
+        """Counterfactuals of ``observed`` (image in [-1, 1] + all attributes) under per-sample ``do``, batched."""
+        opts = opts or self.defaults
+        x = observed[self.image_name]
+        self.check_images(x)
+        attrs = {k: torch.as_tensor(v) for k, v in observed.items() if k != self.image_name}
+        missing = [n for n in self.graph.variables if n != self.image_name and n not in attrs]
+        if missing:
+            raise DiffSCMError(f"observed values missing for {', '.join(missing)}")
+        self.check_values(attrs)
+        do = {k: torch.as_tensor(v).expand(x.shape[0]) if torch.as_tensor(v).ndim == 0 else torch.as_tensor(v)
+              for k, v in do.items()}
+        self.check_values(do)
+        for k, v in do.items():
+            if v.shape[0] != x.shape[0]:
+                raise DiffSCMError(f"do({k}) has {v.shape[0]} values for {x.shape[0]} images")
+        n, bs = x.shape[0], opts.batch_size
+        k_steps = len(self.image_mechanism.grid(opts)) - 1
+        outs: dict[str, list[torch.Tensor]] = {}
+        with _progress(progress) as bar:
+            task = bar.add_task("counterfactuals", total=2 * k_steps * ((n + bs - 1) // bs))
+            tick = lambda _i: bar.advance(task)  # noqa: E731
+            for b, start in enumerate(range(0, n, bs)):
+                sl = slice(start, start + bs)
+                obs_b = {self.image_name: x[sl].to(self.device), **{k: v[sl].to(self.device) for k, v in attrs.items()}}
+                do_b = {k: v[sl].to(self.device) for k, v in do.items()}
+                noise = abduct(self, obs_b, opts, callback=tick)
+                values = act(self, obs_b, noise, do_b)
+                gen = torch.Generator(device=self.device).manual_seed(opts.seed * 100003 + b)
+                img = predict(self, noise, values, opts, generator=gen, callback=tick)
+                for k, v in {**values, self.image_name: img}.items():
+                    outs.setdefault(k, []).append(v.cpu())
+        return {k: torch.cat(v) for k, v in outs.items()}
+
+
+def abduct(scm: SCM, observed: dict[str, torch.Tensor], opts: InferenceOptions,
+           callback: Callable[[int], None] | None = None) -> Exogenous:
+    """Abduction: exogenous noise of each attribute by inverting its mechanism; the image's by DDIM inversion."""
+    attrs = {}
+    for name in scm.graph.topological_order():
+        var = scm.graph.variables[name]
+        if var.kind == "image":
+            continue
+        parents = {p: observed[p] for p in var.parents}
+        attrs[name] = scm.attribute_mechanisms[name].abduct(observed[name], parents)
+    u = scm.image_mechanism.abduct(observed[scm.image_name], opts, callback)
+    return Exogenous(attrs, u)
+
+
+def act(scm: SCM, observed: dict[str, torch.Tensor], noise: Exogenous,
+        do: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Action: set the intervened attributes per sample; recompute their descendants from their abducted noise.
+
+    Samples not intervened on a variable keep their observed value for it. Returns every attribute's
+    counterfactual value (the image is left to :func:`predict`).
+    """
+    changed = scm.graph.descendants(do.keys())
+    values: dict[str, torch.Tensor] = {}
+    for name in scm.graph.topological_order():
+        var = scm.graph.variables[name]
+        if var.kind == "image":
+            continue
+        if name in do:
+            values[name] = do[name].to(observed[name].device, observed[name].dtype)
+        elif name in changed:
+            parents = {p: values[p] for p in var.parents}
+            values[name] = scm.attribute_mechanisms[name](noise.attributes[name], parents)
+        else:
+            values[name] = observed[name]
+    return values
+
+
+def predict(scm: SCM, noise: Exogenous, values: dict[str, torch.Tensor], opts: InferenceOptions,
+            generator: torch.Generator | None = None, callback: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Prediction: decode the image latent under the counterfactual values of all the image's parents."""
+    parents = {p: values[p] for p in scm.graph.image.parents}
+    return scm.image_mechanism.predict(noise.image, parents, opts, generator, callback)
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """``mnist`` -> the checkpoints shipped inside the package; anything else is a folder path."""
+    if str(name_or_path) in PRETRAINED:
+        return Path(str(resources.files("diffscm") / "pretrained" / str(name_or_path)))
+    path = Path(name_or_path)
+    if not path.exists():
+        raise DiffSCMError(f"model {str(name_or_path)!r} is neither a shipped model ({', '.join(PRETRAINED)}) nor a folder")
+    return path
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), disable=not enabled, transient=False)
+
+

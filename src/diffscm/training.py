@@ -1,0 +1,203 @@
+"""Training loops for the diffusion model, the noise-aware predictor and the oracle.
+
+One loop (:func:`fit`) owns batching, AdamW, EMA, logging, progress and resumable, atomic checkpoints;
+each model kind contributes only its loss. A checkpoint folder holds the shippable weights
+(``config.json`` + ``model.safetensors``; the EMA copy for the diffusion model) and the resume state
+(``trainer_state.safetensors`` + ``trainer_state.json``: raw weights, optimiser moments, RNG, step).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors.torch import load_file, save_file
+
+from .errors import DiffSCMError
+from .models import DiffusionModel, NoiseAwarePredictor, Oracle
+from .models.base import Pretrained
+from .models.io import CONFIG_NAME, WEIGHTS_NAME, atomic_write_dir, load_config
+
+STATE_TENSORS = "trainer_state.safetensors"
+STATE_JSON = "trainer_state.json"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 10000
+    batch_size: int = 64
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup: int = 200
+    seed: int = 0
+    ema_decay: float = 0.0  # 0 disables EMA
+    save_every: int = 500
+    log_every: int = 50
+    grad_clip: float = 1.0
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{pid}.{k}"] = v
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for name, v in tensors.items():
+        if name.startswith("opt."):
+            _, pid, k = name.split(".", 2)
+            state.setdefault(int(pid), {})[k] = v
+    for name, v in meta["scalars"].items():
+        pid, k = name.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor],
+        images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, out: str | Path, *,
+        resume: bool = False, device: torch.device = torch.device("cpu"), extra_config: dict | None = None,
+        log: Callable[[str], None] = print, quiet: bool = False) -> dict:
+    """Train ``model`` on (images, labels) with ``loss_fn(x, y, generator)``; checkpoint to ``out``; return the final log."""
+    out = Path(out)
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
+    gen = torch.Generator().manual_seed(cfg.seed)
+    dev_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    step, history = 0, []
+    if resume and (out / STATE_JSON).exists():
+        meta = json.loads((out / STATE_JSON).read_text())
+        if meta["config"] != model.config:
+            raise DiffSCMError(f"cannot resume {out}: it was trained with another model config")
+        tensors = load_file(str(out / STATE_TENSORS))
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        if ema is not None:
+            ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        _unflatten_optimizer(opt, {k: v.to(device) for k, v in tensors.items()}, meta["optimizer"])
+        gen.set_state(tensors["rng.cpu"])
+        if device.type == "cpu":
+            dev_gen.set_state(tensors["rng.dev"])
+        step, history = meta["step"], meta["history"]
+        log(f"resumed {out} at step {step}")
+    elif resume:
+        log(f"nothing to resume in {out}; starting fresh")
+    elif (out / CONFIG_NAME).exists():
+        raise DiffSCMError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
+
+    images, labels = images.to(device), labels.to(device)
+    n = images.shape[0]
+
+    def save() -> None:
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        if ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+        opt_t, opt_meta = _flatten_optimizer(opt)
+        tensors.update(opt_t)
+        tensors["rng.cpu"] = gen.get_state()
+        tensors["rng.dev"] = dev_gen.get_state().cpu() if device.type == "cpu" else gen.get_state()
+        shipped = (ema if ema is not None else model).state_dict()
+        config = {"kind": model.kind, **model.config, "meta": {"train": asdict(cfg), "step": step, **(extra_config or {})}}
+        meta = {"step": step, "history": history, "config": model.config, "optimizer": opt_meta, "train": asdict(cfg)}
+
+        def write(tmp: Path) -> None:
+            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+            save_file({k: v.detach().contiguous().cpu() for k, v in shipped.items()}, str(tmp / WEIGHTS_NAME))
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / STATE_TENSORS))
+            (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1) + "\n")
+
+        atomic_write_dir(out, write)
+
+    t0, running, seen = time.time(), 0.0, 0
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), disable=quiet) as bar:
+        task = bar.add_task(f"train {model.kind}", total=cfg.steps, completed=step, loss=float("nan"))
+        while step < cfg.steps:
+            idx = torch.randint(n, (cfg.batch_size,), generator=gen).to(device)
+            lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss = loss_fn(images[idx], labels[idx], dev_gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            if ema is not None:
+                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+                with torch.no_grad():
+                    for pe, pm in zip(ema.parameters(), model.parameters()):
+                        pe.lerp_(pm, 1 - decay)
+                    for be, bm in zip(ema.buffers(), model.buffers()):
+                        be.copy_(bm)
+            running += loss.item()
+            seen += 1
+            bar.update(task, completed=step, loss=loss.item())
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                rec = {"step": step, "loss": running / seen, "lr": lr, "elapsed_s": round(time.time() - t0, 1)}
+                history.append(rec)
+                log(json.dumps(rec))
+                running, seen = 0.0, 0
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                save()
+    return history[-1] if history else {}
+
+
+def diffusion_loss(model: DiffusionModel, p_uncond: float = 0.0):
+    """ε-prediction MSE on q(x_t | x_0), t ~ U{0..T-1}; labels dropped to ∅ with probability ``p_uncond``."""
+    def loss(x0, y, gen):
+        T = model.config["num_train_timesteps"]
+        t = torch.randint(T, (x0.shape[0],), device=x0.device, generator=gen)
+        eps = torch.randn(x0.shape, device=x0.device, generator=gen)
+        a = model.alphas_cumprod[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        cond = None
+        if model.num_classes:
+            drop = torch.rand(x0.shape[0], device=x0.device, generator=gen) < p_uncond
+            cond = torch.where(drop, torch.full_like(y, model.null_label), y)
+        return F.mse_loss(model(xt, t, cond), eps)
+    return loss
+
+
+def predictor_loss(model: NoiseAwarePredictor, alphas_cumprod: torch.Tensor):
+    """Cross-entropy (or Gaussian NLL) of the parent from x_t ~ q(x_t | x_0) at t ~ U{0..T-1}."""
+    def loss(x0, y, gen):
+        T = alphas_cumprod.shape[0]
+        t = torch.randint(T, (x0.shape[0],), device=x0.device, generator=gen)
+        eps = torch.randn(x0.shape, device=x0.device, generator=gen)
+        a = alphas_cumprod.to(x0.device)[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        return -model.log_prob(xt, t, y).mean()
+    return loss
+
+
+def oracle_loss(model: Oracle, max_shift: int = 2):
+    """Cross-entropy on clean images with random shifts of up to ``max_shift`` pixels."""
+    def loss(x0, y, gen):
+        if max_shift:
+            pad = F.pad(x0, [max_shift] * 4, value=-1.0)
+            dx, dy = (int(v) for v in torch.randint(2 * max_shift + 1, (2,), generator=gen, device=x0.device))
+            x0 = pad[:, :, dy:dy + x0.shape[2], dx:dx + x0.shape[3]]
+        return F.cross_entropy(model(x0), y)
+    return loss
+
+
+def read_alphas(diffusion_dir: str | Path) -> tuple[torch.Tensor, dict]:
+    """ᾱ table of a trained diffusion checkpoint (the predictor must train on the same schedule)."""
+    from .schedule import make_alphas_cumprod
+
+    cfg = load_config(diffusion_dir, expected_kind="diffusion")
+    return make_alphas_cumprod(cfg.get("schedule", "linear"), cfg.get("num_train_timesteps", 1000)).float(), cfg
