@@ -483,3 +483,20 @@ def test_process_bad_do_exit_2_one_line(tiny_scm, idx_dir, tmp_path):
     proc = run_process(*cf_args(tiny_scm, idx_dir, out, "--index", "0:2", "--do", "digit=10"), cwd=tmp_path)
     assert_user_error(Result(proc.returncode, proc.stdout, proc.stderr), out, "digit")
 
+
+
+
+def test_demo_writes_grid_and_npz(tiny_scm, idx_dir, tmp_path, monkeypatch, capsys):
+    """`diffscm demo`: factual row + one row per target digit, and an npz of n × 10 counterfactuals."""
+    out = tmp_path / "demo"
+    res = run_cli(monkeypatch, capsys, "demo", "--model", tiny_scm, "--data-dir", idx_dir, "--n", 3, "--out", out,
+                  "--quiet", "--device", "cpu")
+    assert res.code == 0, res
+    z = load_npz(out)
+    assert z["factual"].shape == (3, 28, 28) and z["counterfactual"].shape == (3, 10, 28, 28)
+    assert (z["target"] == np.arange(10)).all() and z["digit"].tolist() == [0, 1, 2]
+    assert Image.open(out / "grid.png").size[1] > 11 * 28
+    assert "oracle_effectiveness" in res.out
+    again = run_cli(monkeypatch, capsys, "demo", "--model", tiny_scm, "--data-dir", idx_dir, "--n", 3, "--out", out,
+                    "--quiet", "--device", "cpu")
+    assert_one_line_error(again, "--overwrite")

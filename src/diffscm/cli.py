@@ -41,7 +41,7 @@ def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor or or
           dataset: str = typer.Option("mnist", help="Dataset name."),
           out: Path = typer.Option(..., help="Checkpoint folder (config.json + model.safetensors)."),
           steps: int = typer.Option(10000, min=1), batch_size: int = typer.Option(64, min=1),
-          lr: float = typer.Option(2e-4, min=0.0), seed: int = typer.Option(0),
+          lr: float = typer.Option(2e-4, min=0.0), seed: int = typer.Option(0, min=0, max=2**31 - 1),
           resume: bool = typer.Option(False, help="Continue the checkpoint in --out."),
           split: str = typer.Option("train", help="Training split: train (50k; valid is held out) or train+valid."),
           data_dir: Optional[Path] = typer.Option(None, help="IDX folder instead of the package index."),
@@ -67,7 +67,11 @@ def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor or or
     x, y = to_model_range(x_u8), torch.as_tensor(y)
     cfg = tr.TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, save_every=save_every,
                          ema_decay=ema_decay if what == TrainWhat.diffusion else 0.0)
-    extra = {"dataset": dataset, "split": split, "command": " ".join(["diffscm", *sys.argv[1:]])}
+    from .data.mnist import MNIST_SHA256
+
+    extra = {"dataset": dataset, "split": split, "command": " ".join(["diffscm", *sys.argv[1:]]),
+             "data": f"mnist.pkl.gz sha256 {MNIST_SHA256}" if data_dir is None else f"IDX files in {data_dir}",
+             "device": str(dev), "torch_threads": torch.get_num_threads()}
     if what == TrainWhat.diffusion:
         model = DiffusionModel({"schedule": schedule, "num_classes": 10 if conditional else 0})
         loss = tr.diffusion_loss(model, p_uncond)
@@ -89,6 +93,11 @@ def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor or or
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise DiffSCMError(f"--out {out} exists and is not a folder")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DiffSCMError(f"--out {out}: {parent} is not a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise DiffSCMError(f"{out} already exists and is not empty; pass --overwrite or choose another --out")
 
@@ -115,7 +124,7 @@ def counterfactual(
     eta: Optional[float] = typer.Option(None, help="DDIM eta of the prediction step (0 = deterministic)."),
     clip: Optional[bool] = typer.Option(None, "--clip/--no-clip", help="Clamp x0-hat to [-1, 1] while decoding."),
     dynamic_norm: Optional[bool] = typer.Option(None, "--dynamic-norm/--no-dynamic-norm", help="Dynamic normalisation of x0-hat."),
-    seed: int = typer.Option(0), batch_size: Optional[int] = typer.Option(None, min=1),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1), batch_size: Optional[int] = typer.Option(None, min=1),
     data_dir: Optional[Path] = typer.Option(None, help="IDX folder instead of the package index."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty --out."),
     device: str = typer.Option("auto"), quiet: bool = typer.Option(False, help="No progress bar."),
@@ -141,15 +150,16 @@ def counterfactual(
 @app.command()
 def demo(out: Path = typer.Option(Path("outputs/demo"), help="Output folder."),
          n: int = typer.Option(8, min=1, max=64, help="Number of test images."),
-         model: str = typer.Option("mnist"), seed: int = typer.Option(0), device: str = typer.Option("auto"),
-         overwrite: bool = typer.Option(False, help="Replace a non-empty --out."), quiet: bool = typer.Option(False)):
+         model: str = typer.Option("mnist"), seed: int = typer.Option(0, min=0, max=2**31 - 1), device: str = typer.Option("auto"),
+         overwrite: bool = typer.Option(False, help="Replace a non-empty --out."), quiet: bool = typer.Option(False),
+         data_dir: Optional[Path] = typer.Option(None, help="IDX folder instead of the package index.")):
     """do(digit = k) for every k on real test digits with the shipped checkpoints; grid + .npz + summary."""
     from .cli_counterfactual import run_demo
 
     _check_out(out, overwrite)
     scm = _load_scm(model, device)
     opts = scm.options(seed=seed)
-    summary = run_demo(scm, n, opts, out, progress=not quiet)
+    summary = run_demo(scm, n, opts, out, data_dir=data_dir, progress=not quiet)
     typer.echo(f"wrote {out}/grid.png and {out}/counterfactuals.npz")
     for k, v in summary.items():
         typer.echo(f"  {k}: {v}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,8 @@ class Variable:
 
     def check_value(self, value: float) -> None:
         """Raise a one-line error when ``value`` lies outside this variable's support."""
+        if not math.isfinite(float(value)):
+            raise DiffSCMError(f"{self.name} must be a finite number, got {value}")
         if self.kind == "categorical":
             if float(value) != int(value) or not 0 <= int(value) < self.num_classes:
                 raise DiffSCMError(f"{self.name} must be an integer in 0..{self.num_classes - 1}, got {value:g}")

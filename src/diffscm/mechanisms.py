@@ -1,11 +1,13 @@
 """Mechanisms: the diffusion image mechanism and attribute mechanisms, each with abduction and prediction."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
+from .errors import DiffSCMError
 from .guidance import GuidanceTerm, classifier_guided
 from .models import DiffusionModel, NoiseAwarePredictor
 from .sampling import EpsFn, ddim_invert, ddim_sample
@@ -24,6 +26,16 @@ class InferenceOptions:
     dynamic_norm: bool = False
     batch_size: int = 64
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [("steps", self.steps >= 1), ("ratio", 0 < self.ratio <= 1), ("eta", 0 <= self.eta <= 1),
+                  ("batch_size", self.batch_size >= 1), ("seed", 0 <= self.seed < 2**31)]
+        for name, ok in checks:
+            if not ok:
+                raise DiffSCMError(f"{name} = {getattr(self, name)} is out of range")
+        for name, s in self.scales.items():
+            if not math.isfinite(float(s)):
+                raise DiffSCMError(f"guidance scale of {name} must be finite, got {s}")
 
 
 class RootCategorical:

@@ -15,6 +15,23 @@ MNIST_GRAPH = {"variables": [
 ]}
 
 
+def training_summary(ckpt: Path) -> dict | None:
+    """Steps, wall time (summed over resumed segments) and final loss from a checkpoint's trainer state."""
+    state = ckpt / "trainer_state.json"
+    if not state.exists():
+        return None
+    meta = json.loads(state.read_text())
+    wall, last = 0.0, 0.0
+    for rec in meta["history"]:
+        if rec["elapsed_s"] < last:  # a resumed segment restarts its clock
+            wall += last
+        last = rec["elapsed_s"]
+    wall += last
+    cfg = load_config(ckpt)
+    return {"steps": meta["step"], "wall_seconds": round(wall, 1), "final_loss": meta["history"][-1]["loss"],
+            "train": meta["train"], "segments": meta.get("segments", []), **{k: v for k, v in cfg.get("meta", {}).items() if k not in ("train", "step")}}
+
+
 def pack_mnist_scm(out: Path, diffusion: Path, predictor: Path, oracle: Path | None, defaults: dict,
                    overwrite: bool = False, extra_files: dict[str, str] | None = None) -> None:
     """Copy weights + configs of each model and write ``scm.json`` for digit -> image."""
@@ -34,6 +51,9 @@ def pack_mnist_scm(out: Path, diffusion: Path, predictor: Path, oracle: Path | N
             (tmp / name).mkdir()
             for f in (CONFIG_NAME, WEIGHTS_NAME):
                 shutil.copy(Path(src) / f, tmp / name / f)
+            summary = training_summary(Path(src))
+            if summary:
+                (tmp / name / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
         (tmp / "scm.json").write_text(json.dumps(cfg, indent=2) + "\n")
         for fname, text in (extra_files or {}).items():
             (tmp / fname).write_text(text)

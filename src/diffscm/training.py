@@ -77,7 +77,7 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
     ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
     gen = torch.Generator().manual_seed(cfg.seed)
     dev_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    step, history = 0, []
+    step, history, segments = 0, [], []
     if resume and (out / STATE_JSON).exists():
         meta = json.loads((out / STATE_JSON).read_text())
         if meta["config"] != model.config:
@@ -91,6 +91,8 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
         if device.type == "cpu":
             dev_gen.set_state(tensors["rng.dev"])
         step, history = meta["step"], meta["history"]
+        segments = meta.get("segments") or [{"command": load_config(out).get("meta", {}).get("command"),
+                                             "start_step": 0, "end_step": step}]
         log(f"resumed {out} at step {step}")
     elif resume:
         log(f"nothing to resume in {out}; starting fresh")
@@ -99,6 +101,8 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
 
     images, labels = images.to(device), labels.to(device)
     n = images.shape[0]
+    segments.append({"command": (extra_config or {}).get("command"), "start_step": step, "end_step": step,
+                     "device": str(device), "torch_threads": torch.get_num_threads(), "started": time.strftime("%Y-%m-%d %H:%M")})
 
     def save() -> None:
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -110,7 +114,9 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
         tensors["rng.dev"] = dev_gen.get_state().cpu() if device.type == "cpu" else gen.get_state()
         shipped = (ema if ema is not None else model).state_dict()
         config = {"kind": model.kind, **model.config, "meta": {"train": asdict(cfg), "step": step, **(extra_config or {})}}
-        meta = {"step": step, "history": history, "config": model.config, "optimizer": opt_meta, "train": asdict(cfg)}
+        segments[-1]["end_step"] = step
+        meta = {"step": step, "history": history, "config": model.config, "optimizer": opt_meta, "train": asdict(cfg),
+                "segments": segments}
 
         def write(tmp: Path) -> None:
             (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

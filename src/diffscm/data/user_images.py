@@ -15,6 +15,8 @@ def load_user_image(path: str | Path, size: tuple[int, int], notes: list[str] | 
     notes = notes if notes is not None else []
     if not path.exists():
         raise DiffSCMError(f"image {path} does not exist")
+    if not path.is_file():
+        raise DiffSCMError(f"image {path} is not a file")
     if path.suffix.lower() == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
