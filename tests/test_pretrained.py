@@ -44,9 +44,11 @@ def test_predictor_reads_clean_digits(scm, test_split):
 
 
 def test_null_intervention_reconstructs(scm, test_split):
+    """Acceptance setting (s=0, N=50, L=1) on 16 images; the 256-image figure is in docs/RESULTS.md."""
     x, y = test_split
-    r = null_intervention(scm, x[:8], y[:8], scm.options(steps=20, scale=0.0), progress=False)
-    assert r["mae"] < 0.05  # measured acceptance figure (N=50, 256 images) is in docs/RESULTS.md
+    r = null_intervention(scm, x[:16], y[:16], scm.options(steps=50, ratio=1.0, scale=0.0), progress=False)
+    assert r["mae"] <= 0.03
+    assert (classify(scm.oracle, r["reconstruction"]) == y[:16]).mean() >= 15 / 16
 
 
 def test_counterfactuals_hit_their_targets(scm, test_split):
@@ -55,8 +57,6 @@ def test_counterfactuals_hit_their_targets(scm, test_split):
     t = random_targets(ys, seed=3)
     r = effectiveness(scm, scm.oracle, xs, ys, t, scm.options(steps=20), progress=False)
     assert r["effectiveness"] >= 0.75
-    # the counterfactual really differs from the factual, and s = 0 keeps the factual digit
+    # the counterfactual really differs from the factual
     assert r["l1_change_255"] > 5
-    r0 = effectiveness(scm, scm.oracle, xs, ys, ys, scm.options(steps=20, scale=0.0), progress=False)
-    assert r0["effectiveness"] >= 0.9
     assert np.isfinite(r["images_per_s"])
