@@ -14,7 +14,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from diffscm.data import load_mnist
@@ -86,7 +85,7 @@ def main() -> None:
         f"Defaults: N = {o.steps}, L = {o.ratio}, s = {o.scales}, η = {o.eta}, clip x̂0 = {o.clip}, "
         f"dynamic normalisation = {o.dynamic_norm}. Effectiveness per target digit 0–9: "
         + ", ".join(f"{v:.2f}" for v in per_target) + ".",
-        f"Raw numbers: `docs/results/mnist_acceptance.json`.",
+        "Raw numbers: `docs/results/mnist_acceptance.json`.",
     ]
     write_section(args.results, "mnist-acceptance", "\n".join(md))
 

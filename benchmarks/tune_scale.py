@@ -13,7 +13,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
 
 from diffscm.data import load_mnist
 from diffscm.device import pick_device

@@ -19,7 +19,6 @@ from .errors import DiffSCMError
 from .graph import CausalGraph
 from .mechanisms import DiffusionImageMechanism, InferenceOptions, RootCategorical
 from .models import DiffusionModel, NoiseAwarePredictor, Oracle
-from .models.io import load_config
 
 SCM_CONFIG = "scm.json"
 PRETRAINED = ("mnist",)
