@@ -26,7 +26,7 @@ def predictor_accuracy(scm: SCM, images_u8: np.ndarray, labels: np.ndarray, time
                        name: str = "digit", batch_size: int = 500) -> dict[int, float]:
     """Accuracy of the noise-aware predictor on x_t ~ q(x_t | x_0) at each timestep (fixed noise seed)."""
     pred = scm.image_mechanism.predictors[name]
-    a = scm.image_mechanism.alphas_cumprod
+    a = scm.image_mechanism.alphas_cumprod.cpu()
     gen = torch.Generator().manual_seed(seed)
     x0 = to_model_range(images_u8)
     noise = torch.randn(x0.shape, generator=gen)
@@ -35,7 +35,7 @@ def predictor_accuracy(scm: SCM, images_u8: np.ndarray, labels: np.ndarray, time
         for t in timesteps:
             hits = []
             for i in range(0, len(x0), batch_size):
-                xt = a[t].sqrt().cpu() * x0[i:i + batch_size] + (1 - a[t]).sqrt().cpu() * noise[i:i + batch_size]
+                xt = a[t].sqrt() * x0[i:i + batch_size] + (1 - a[t]).sqrt() * noise[i:i + batch_size]
                 tt = torch.full((len(xt),), t, dtype=torch.long, device=scm.device)
                 hits.append(pred(xt.to(scm.device), tt).argmax(1).cpu().numpy() == labels[i:i + batch_size])
             out[t] = float(np.concatenate(hits).mean())

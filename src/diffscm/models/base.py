@@ -18,10 +18,9 @@ class Pretrained(torch.nn.Module):
         super().__init__()
         self.config = dict(config)
 
-    def save_pretrained(self, path: str | Path, extra: dict | None = None,
-                        state: dict[str, torch.Tensor] | None = None) -> None:
+    def save_pretrained(self, path: str | Path, extra: dict | None = None) -> None:
         config = {"kind": self.kind, **self.config, **(extra or {})}
-        save_checkpoint(path, config, state if state is not None else self.state_dict())
+        save_checkpoint(path, config, self.state_dict())
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: torch.device | str = "cpu"):
