@@ -32,7 +32,8 @@ def main() -> None:
              "no padding).", "",
              f"Default inference options (`scm.json`): `{json.dumps(scm['defaults'])}`.", ""]
     rows = []
-    for part in ("diffusion", "predictor", "oracle"):
+    parts = ["diffusion", "predictor", "oracle"] + [f"eval/{k}" for k in (scm.get("evaluation") or {})]
+    for part in parts:
         d = PACK / part
         cfg = json.loads((d / "config.json").read_text())
         tr = json.loads((d / "training.json").read_text())
@@ -48,9 +49,20 @@ def main() -> None:
             lines += ["Noise-aware digit classifier p_φ(digit | x_t, t): time-conditioned ResNet-style CNN "
                       f"(channels {cfg['channels']}), trained with cross-entropy on x_t ~ q(x_t | x_0) at t ~ U{{0…999}} "
                       f"of the diffusion model's {cfg['schedule']} schedule — the same 0…999 scale the sampler queries.", ""]
-        else:
+        elif part == "oracle":
             lines += ["Clean-image CNN classifier used only for evaluation (never for guidance); trained with random "
                       "±2-pixel shifts.", ""]
+        elif part == "eval/vae":
+            lines += [f"Unconditional convolutional VAE (latent {cfg['latent']}, Bernoulli likelihood, β = 1) whose "
+                      "diagonal-Gaussian posteriors define the CLD divergence (evaluation only).", ""]
+        elif part == "eval/cvae":
+            lines += [f"Conditional VAE p(x | z, digit), latent {cfg['latent']}: the DeepSCM-style cVAE-SCM baseline.", ""]
+        elif part == "eval/autoencoder":
+            lines += [f"Deterministic autoencoder (latent {cfg['latent']}, BCE) of the prototype baseline: its "
+                      "reconstruction loss and latent prototypes.", ""]
+        elif part == "eval/classifier":
+            lines += [f"Small clean-image CNN (channels {cfg['channels']}, no augmentation, another seed) that the "
+                      "prototype baseline explains — deliberately not the oracle that scores it.", ""]
         lines += [f"- data: {tr.get('data', 'MNIST')}, split `{tr.get('split')}` (the 10k `valid` split is held out "
                   "for tuning; `test` is never used for training or tuning)",
                   f"- seed {tr['train']['seed']}; AdamW, lr {tr['train']['lr']} (linear warm-up {tr['train']['warmup']} "

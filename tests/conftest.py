@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffscm.models import DiffusionModel, NoiseAwarePredictor, Oracle
+from diffscm.models import VAE, Classifier, DiffusionModel, NoiseAwarePredictor, Oracle
 from diffscm.packaging import pack_mnist_scm
 
 torch.set_num_threads(1)
@@ -26,10 +26,16 @@ def make_tiny_scm(root: Path, seed: int = 0, scale: float = 1.0, steps: int = 4)
     DiffusionModel({"unet": TINY_UNET}).save_pretrained(root / "parts" / "diffusion")
     NoiseAwarePredictor({"channels": [8, 16], "temb_dim": 16, "groups": 4}).save_pretrained(root / "parts" / "predictor")
     Oracle({}).save_pretrained(root / "parts" / "oracle")
+    small = {"latent": 4, "channels": [4, 8]}
+    VAE(small).save_pretrained(root / "parts" / "vae")
+    VAE({**small, "num_classes": 10}).save_pretrained(root / "parts" / "cvae")
+    VAE({**small, "variational": False}).save_pretrained(root / "parts" / "autoencoder")
+    Classifier({"channels": [4, 8], "hidden": 16}).save_pretrained(root / "parts" / "classifier")
     out = root / "scm"
     pack_mnist_scm(out, root / "parts" / "diffusion", root / "parts" / "predictor", root / "parts" / "oracle",
                    {"steps": steps, "ratio": 1.0, "scales": {"digit": scale}, "clip": True, "dynamic_norm": False,
-                    "batch_size": 8})
+                    "batch_size": 8},
+                   evaluation={k: root / "parts" / k for k in ("vae", "cvae", "autoencoder", "classifier")})
     return out
 
 

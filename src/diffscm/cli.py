@@ -21,6 +21,10 @@ class TrainWhat(str, Enum):
     diffusion = "diffusion"
     predictor = "predictor"
     oracle = "oracle"
+    vae = "vae"
+    cvae = "cvae"
+    autoencoder = "autoencoder"
+    classifier = "classifier"
 
 
 @data_app.command("mnist")
@@ -37,7 +41,7 @@ def data_mnist(data_dir: Optional[Path] = typer.Option(None, help="Folder of sta
 
 
 @app.command()
-def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor or oracle"),
+def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor, oracle; evaluation/baselines: vae (CLD), cvae, autoencoder, classifier"),
           dataset: str = typer.Option("mnist", help="Dataset name."),
           out: Path = typer.Option(..., help="Checkpoint folder (config.json + model.safetensors)."),
           steps: int = typer.Option(10000, min=1), batch_size: int = typer.Option(64, min=1),
@@ -50,6 +54,7 @@ def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor or or
           p_uncond: float = typer.Option(0.35, help="Diffusion: probability of dropping the label to ∅."),
           diffusion: Optional[Path] = typer.Option(None, help="Predictor: the diffusion checkpoint whose schedule it learns."),
           ema_decay: float = typer.Option(0.999, help="Diffusion: EMA decay of the sampling weights."),
+          latent: int = typer.Option(16, min=1, help="VAE/cVAE/autoencoder: latent dimension."),
           save_every: int = typer.Option(250, min=1), device: str = typer.Option("auto")):
     """Train a model with resumable, atomic checkpoints."""
     import torch
@@ -57,7 +62,7 @@ def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor or or
     from . import training as tr
     from .data import load_mnist, to_model_range
     from .device import pick_device
-    from .models import DiffusionModel, NoiseAwarePredictor, Oracle
+    from .models import VAE, Classifier, DiffusionModel, NoiseAwarePredictor, Oracle
 
     if dataset != "mnist":
         raise DiffSCMError(f"unknown dataset {dataset!r} (available: mnist)")
@@ -82,9 +87,16 @@ def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor or or
         model = NoiseAwarePredictor({"target": "digit", "num_classes": 10, "schedule": dcfg.get("schedule", "linear"),
                                      "num_train_timesteps": dcfg.get("num_train_timesteps", 1000)})
         loss = tr.predictor_loss(model, alphas)
-    else:
+    elif what == TrainWhat.oracle:
         model = Oracle({})
         loss = tr.oracle_loss(model)
+    elif what == TrainWhat.classifier:
+        model = Classifier({"channels": [16, 32], "hidden": 64})
+        loss = tr.oracle_loss(model, max_shift=0)
+    else:
+        model = VAE({"latent": latent, "num_classes": 10 if what == TrainWhat.cvae else 0,
+                     "variational": what != TrainWhat.autoencoder})
+        loss = tr.vae_loss(model)
     tr.fit(model, loss, x, y, cfg, out, resume=resume, device=dev, extra_config=extra,
            log=lambda s: typer.echo(s, err=True))
     typer.echo(str(out))
@@ -171,6 +183,10 @@ def pack(out: Path = typer.Option(..., help="SCM folder to write."),
          predictor: Path = typer.Option(..., help="Digit predictor checkpoint."),
          oracle: Optional[Path] = typer.Option(None, help="Oracle checkpoint (evaluation only)."),
          scale: float = typer.Option(..., help="Default guidance scale of the digit predictor."),
+         vae: Optional[Path] = typer.Option(None, help="Evaluation: VAE whose posteriors define CLD."),
+         cvae: Optional[Path] = typer.Option(None, help="Baseline: conditional VAE."),
+         autoencoder: Optional[Path] = typer.Option(None, help="Baseline: autoencoder of the prototype method."),
+         classifier: Optional[Path] = typer.Option(None, help="Baseline: classifier of the prototype method."),
          steps: int = typer.Option(50), ratio: float = typer.Option(1.0),
          clip: bool = typer.Option(True, "--clip/--no-clip"), dynamic_norm: bool = typer.Option(False, "--dynamic-norm/--no-dynamic-norm"),
          overwrite: bool = typer.Option(False)):
@@ -178,8 +194,105 @@ def pack(out: Path = typer.Option(..., help="SCM folder to write."),
     from .packaging import pack_mnist_scm
 
     pack_mnist_scm(out, diffusion, predictor, oracle, {"steps": steps, "ratio": ratio, "scales": {"digit": scale},
-                                                       "clip": clip, "dynamic_norm": dynamic_norm}, overwrite)
+                                                       "clip": clip, "dynamic_norm": dynamic_norm}, overwrite,
+                   evaluation={k: v for k, v in {"vae": vae, "cvae": cvae, "autoencoder": autoencoder,
+                                                 "classifier": classifier}.items() if v is not None})
     typer.echo(str(out))
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Option("mnist", help="Shipped model name (mnist) or an SCM folder with evaluation models."),
+    method: list[str] = typer.Option(["diffscm"], "--method", help="diffscm, diffscm-reference, cvae or prototype (repeatable)."),
+    n: int = typer.Option(1000, min=2, help="Number of factual images (the first n of --split)."),
+    seeds: str = typer.Option("0,1,2", help="Comma-separated seeds (random targets, stochastic sampling)."),
+    split: str = typer.Option("test", help="Split of the factual images and of CLD's real-image pool: test or valid."),
+    comp_n: int = typer.Option(100, min=0, help="Images on which the null intervention is iterated 10 times."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON."),
+    report: Optional[Path] = typer.Option(None, help="Report folder: index.md + PNG grids."),
+    steps: Optional[int] = typer.Option(None, help="diffscm: DDIM grid size N."),
+    ratio: Optional[float] = typer.Option(None, help="diffscm: sampling progression ratio L."),
+    scale: Optional[float] = typer.Option(None, help="diffscm: guidance scale s."),
+    dynamic_norm: Optional[bool] = typer.Option(None, "--dynamic-norm/--no-dynamic-norm", help="diffscm: dynamic normalisation."),
+    batch_size: Optional[int] = typer.Option(None, min=1),
+    cache: Optional[Path] = typer.Option(None, help="Folder of resumable generation chunks (default: the diffscm cache)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write generation chunks."),
+    n_boot: int = typer.Option(1000, min=10, help="Bootstrap resamples."),
+    proto_iterations: int = typer.Option(300, min=1, help="prototype: Adam steps per round of the c search."),
+    data_dir: Optional[Path] = typer.Option(None, help="IDX folder instead of the package index."),
+    overwrite: bool = typer.Option(False, help="Replace a non-empty --report / an existing --json."),
+    device: str = typer.Option("auto"), quiet: bool = typer.Option(False, help="No progress bar."),
+):
+    """Effectiveness, composition, reversibility, CLD, FID (oracle features) and speed of counterfactual methods."""
+    from .baselines import PrototypeParams
+    from .cli_evaluate import METHODS, default_cache, parse_list, run_evaluate
+
+    bad = [m for m in method if m not in METHODS]
+    if bad:
+        raise DiffSCMError(f"unknown --method {bad[0]!r} (choose from {', '.join(METHODS)})")
+    if len(set(method)) != len(method):
+        raise DiffSCMError("--method repeats a method")
+    seed_list = parse_list(seeds, "--seeds", int)
+    if any(s < 0 or s >= 2**31 for s in seed_list):
+        raise DiffSCMError(f"--seeds {seeds!r}: seeds must be in 0..2^31-1")
+    if split not in ("test", "valid"):
+        raise DiffSCMError(f"--split {split!r}: choose test or valid (train images are the FID reference)")
+    _check_outputs(json_out, report, overwrite)
+    scm = _load_scm(model, device)
+    overrides = {"steps": steps, "ratio": ratio, "scale": scale, "dynamic_norm": dynamic_norm, "batch_size": batch_size}
+    scm.image_mechanism.grid(scm.options(**overrides))
+    results, _, _ = run_evaluate(scm, method, overrides, n, seed_list, split, comp_n, json_out, report,
+                           None if no_cache else (cache or default_cache()), data_dir, progress=not quiet, n_boot=n_boot,
+                           proto_params=PrototypeParams(iterations=proto_iterations))
+    for r in results:
+        typer.echo(json.dumps({"method": r["method"], **{k: round(v["mean"], 4) for k, v in r["metrics"].items()}}))
+
+
+@app.command()
+def sweep(
+    param: str = typer.Option("scale", help="Parameter to sweep: scale, steps or ratio."),
+    values: str = typer.Option("0,0.5,1,2,4,8", help="Comma-separated values."),
+    model: str = typer.Option("mnist"), n: int = typer.Option(200, min=2), seed: int = typer.Option(0, min=0, max=2**31 - 1),
+    split: str = typer.Option("valid", help="valid (choose settings here) or test."),
+    steps: Optional[int] = typer.Option(None, help="DDIM grid size N (unless swept)."),
+    ratio: Optional[float] = typer.Option(None, help="Ratio L (unless swept)."),
+    scale: Optional[float] = typer.Option(None, help="Guidance scale s (unless swept)."),
+    dynamic_norm: Optional[bool] = typer.Option(None, "--dynamic-norm/--no-dynamic-norm"),
+    batch_size: Optional[int] = typer.Option(None, min=1),
+    json_out: Optional[Path] = typer.Option(None, "--json"), report: Optional[Path] = typer.Option(None),
+    cache: Optional[Path] = typer.Option(None), no_cache: bool = typer.Option(False, "--no-cache"),
+    n_boot: int = typer.Option(1000, min=10), data_dir: Optional[Path] = typer.Option(None),
+    overwrite: bool = typer.Option(False), device: str = typer.Option("auto"), quiet: bool = typer.Option(False),
+):
+    """CLD and effectiveness of Diff-SCM counterfactuals against one inference parameter, with plots and a grid."""
+    from .cli_evaluate import default_cache, parse_list, run_sweep
+
+    vals = parse_list(values, "--values", float)
+    if param not in ("scale", "steps", "ratio"):
+        raise DiffSCMError(f"--param {param!r}: choose scale, steps or ratio")
+    if param == "steps" and any(v != int(v) or v < 1 for v in vals):
+        raise DiffSCMError(f"--values {values!r}: steps must be positive integers")
+    if split not in ("test", "valid"):
+        raise DiffSCMError(f"--split {split!r}: choose valid or test")
+    _check_outputs(json_out, report, overwrite)
+    scm = _load_scm(model, device)
+    overrides = {"steps": steps, "ratio": ratio, "scale": scale, "dynamic_norm": dynamic_norm, "batch_size": batch_size}
+    for v in vals:  # validate every value before any work
+        scm.image_mechanism.grid(scm.options(**{**overrides, param: int(v) if param == "steps" else v}))
+    results = run_sweep(scm, param, vals, overrides, n, seed, split, json_out, report,
+                        None if no_cache else (cache or default_cache()), data_dir, progress=not quiet, n_boot=n_boot)
+    for r in results:
+        typer.echo(json.dumps({param: r["value"], **{k: round(v["mean"], 4) for k, v in r["metrics"].items()}}))
+
+
+def _check_outputs(json_out: Optional[Path], report: Optional[Path], overwrite: bool) -> None:
+    if json_out is None and report is None:
+        raise DiffSCMError("nothing to write: pass --json FILE and/or --report DIR")
+    if json_out is not None:
+        if json_out.exists() and (json_out.is_dir() or not overwrite):
+            raise DiffSCMError(f"--json {json_out} already exists; pass --overwrite or choose another file")
+    if report is not None:
+        _check_out(report, overwrite)
 
 
 def main() -> None:

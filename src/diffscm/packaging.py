@@ -32,23 +32,37 @@ def training_summary(ckpt: Path) -> dict | None:
             "train": meta["train"], "segments": meta.get("segments", []), **{k: v for k, v in cfg.get("meta", {}).items() if k not in ("train", "step")}}
 
 
+EVAL_KINDS = {"vae": "vae", "cvae": "vae", "autoencoder": "vae", "classifier": "classifier"}
+
+
 def pack_mnist_scm(out: Path, diffusion: Path, predictor: Path, oracle: Path | None, defaults: dict,
-                   overwrite: bool = False, extra_files: dict[str, str] | None = None) -> None:
-    """Copy weights + configs of each model and write ``scm.json`` for digit -> image."""
+                   overwrite: bool = False, extra_files: dict[str, str] | None = None,
+                   evaluation: dict[str, Path] | None = None) -> None:
+    """Copy weights + configs of each model and write ``scm.json`` for digit -> image.
+
+    ``evaluation`` adds the harness's models (``vae`` for CLD; ``cvae``, ``autoencoder``, ``classifier`` for the
+    baselines) under ``eval/``.
+    """
     if Path(out).exists() and not overwrite:
         raise DiffSCMError(f"{out} already exists; pass --overwrite")
     parts = {"diffusion": (diffusion, "diffusion"), "predictor": (predictor, "predictor")}
     if oracle is not None:
         parts["oracle"] = (oracle, "oracle")
+    for name, src in (evaluation or {}).items():
+        if name not in EVAL_KINDS:
+            raise DiffSCMError(f"unknown evaluation model {name!r} (expected {', '.join(EVAL_KINDS)})")
+        parts[f"eval/{name}"] = (src, EVAL_KINDS[name])
     for _, (src, kind) in parts.items():
         load_config(src, expected_kind=kind)
     CausalGraph.from_dict(MNIST_GRAPH)
     cfg = {"graph": MNIST_GRAPH, "image": {"diffusion": "diffusion", "predictors": {"digit": "predictor"}},
            "defaults": defaults, "oracle": "oracle" if oracle is not None else None}
+    if evaluation:
+        cfg["evaluation"] = {name: f"eval/{name}" for name in evaluation}
 
     def write(tmp: Path) -> None:
         for name, (src, _) in parts.items():
-            (tmp / name).mkdir()
+            (tmp / name).mkdir(parents=True)
             for f in (CONFIG_NAME, WEIGHTS_NAME):
                 shutil.copy(Path(src) / f, tmp / name / f)
             summary = training_summary(Path(src))

@@ -201,6 +201,13 @@ def oracle_loss(model: Oracle, max_shift: int = 2):
     return loss
 
 
+def vae_loss(model):
+    """Negative ELBO (or reconstruction BCE of an autoencoder) of :class:`diffscm.models.VAE`; labels condition a cVAE."""
+    def loss(x0, y, gen):
+        return model.loss(x0, y if model.config["num_classes"] else None, gen)
+    return loss
+
+
 def read_alphas(diffusion_dir: str | Path) -> tuple[torch.Tensor, dict]:
     """ᾱ table of a trained diffusion checkpoint (the predictor must train on the same schedule)."""
     from .schedule import make_alphas_cumprod

@@ -99,17 +99,19 @@ class Oracle(Pretrained):
         config = {"in_channels": 1, "num_classes": 10, "image_size": 28, **config}
         super().__init__(config)
         s = config["image_size"] // 4
+        c1, c2 = config.get("channels", [32, 64])
+        hidden = config.get("hidden", 128)
         self.conv = nn.Sequential(
-            nn.Conv2d(config["in_channels"], 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(config["in_channels"], c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(),
+            nn.Conv2d(c1, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(),
+            nn.Conv2d(c2, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2),
         )
-        self.fc = nn.Sequential(nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * s * s, 128), nn.ReLU())
-        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(128, config["num_classes"]))
+        self.fc = nn.Sequential(nn.Flatten(), nn.Dropout(0.3), nn.Linear(c2 * s * s, hidden), nn.ReLU())
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(hidden, config["num_classes"]))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate (128-d) features, e.g. for a Fréchet distance."""
+        """Penultimate (``hidden``-d, 128 by default) features, e.g. for a Fréchet distance."""
         return self.fc(self.conv(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,7 +125,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu"):
     """Load any checkpoint folder by the ``kind`` in its config."""
     from .diffusion import DiffusionModel
 
-    kinds = {**_KINDS, DiffusionModel.kind: DiffusionModel}
+    from .vae import VAE, Classifier
+
+    kinds = {**_KINDS, DiffusionModel.kind: DiffusionModel, VAE.kind: VAE, Classifier.kind: Classifier}
     kind = load_config(path)["kind"]
     if kind not in kinds:
         raise DiffSCMError(f"checkpoint {path} has unknown kind {kind!r}")

@@ -1,0 +1,206 @@
+"""Implementation of ``diffscm evaluate`` and ``diffscm sweep`` (argument parsing lives in :mod:`diffscm.cli`)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .baselines import CVAEMethod, PrototypeMethod, PrototypeParams
+from .data import load_mnist
+from .data.mnist import cache_dir
+from .errors import DiffSCMError
+from .harness import METRIC_KEYS, DiffSCMMethod, EvalProtocol, Scorer, generate, score
+from .models import VAE, Classifier
+from .report import md_table
+from .scm import SCM
+
+METHODS = ("diffscm", "diffscm-reference", "cvae", "prototype")
+# The reference implementation's setting: 75 + 75 steps of a 100-step grid, L = 0.75, s = 1, dynamic normalisation.
+REFERENCE_OPTIONS = {"steps": 100, "ratio": 0.75, "scale": 1.0, "dynamic_norm": True, "clip": False}
+EVAL_MODELS = ("vae", "cvae", "autoencoder", "classifier")
+
+
+def parse_list(spec: str, flag: str, cast=float) -> list:
+    """``"0,1,2"`` -> ``[0, 1, 2]`` with a one-line error."""
+    try:
+        vals = [cast(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        raise DiffSCMError(f"bad {flag} {spec!r}: use comma-separated numbers") from None
+    if not vals:
+        raise DiffSCMError(f"{flag} is empty")
+    if len(set(vals)) != len(vals):
+        raise DiffSCMError(f"{flag} {spec!r} repeats a value")
+    return vals
+
+
+def eval_model_paths(scm: SCM) -> dict[str, Path]:
+    """Folders of the evaluation/baseline models listed under ``evaluation`` in the SCM's ``scm.json``."""
+    cfg = json.loads((scm.path / "scm.json").read_text())
+    paths = {k: scm.path / v for k, v in (cfg.get("evaluation") or {}).items()}
+    missing = [k for k in EVAL_MODELS if k not in paths or not paths[k].exists()]
+    if missing:
+        raise DiffSCMError(f"model {scm.path} lacks evaluation models: {', '.join(missing)} (scm.json 'evaluation')")
+    return paths
+
+
+def make_method(name: str, scm: SCM, overrides: dict, paths: dict[str, Path], train=None,
+                proto_params: PrototypeParams | None = None):
+    """A harness method by name; ``diffscm`` uses the model defaults with ``overrides``."""
+    if name == "diffscm":
+        return DiffSCMMethod(scm, scm.options(**overrides), "diffscm")
+    if name == "diffscm-reference":
+        return DiffSCMMethod(scm, scm.options(**{**REFERENCE_OPTIONS, "batch_size": overrides.get("batch_size")}),
+                             "diffscm-reference")
+    dev = scm.device
+    if name == "cvae":
+        return CVAEMethod(VAE.from_pretrained(paths["cvae"], dev))
+    if name == "prototype":
+        x_tr, y_tr = train
+        return PrototypeMethod(Classifier.from_pretrained(paths["classifier"], dev),
+                               VAE.from_pretrained(paths["autoencoder"], dev), x_tr, y_tr, proto_params)
+    raise DiffSCMError(f"unknown method {name!r} (choose from {', '.join(METHODS)})")
+
+
+FID_REFERENCE = 10000  # training images whose oracle features define the real distribution of the FID
+
+
+def build_scorer(scm: SCM, paths: dict[str, Path], split: str, n: int, data_dir: Path | None, n_boot: int = 1000):
+    if scm.oracle is None:
+        raise DiffSCMError(f"model {scm.path} has no oracle: effectiveness cannot be measured")
+    ref_x, ref_y = load_mnist(split, data_dir)
+    train_x, _ = load_mnist("train", data_dir)
+    vae = VAE.from_pretrained(paths["vae"], scm.device)
+    return Scorer.build(scm.oracle, vae, ref_x, ref_y, train_x[:FID_REFERENCE], ref_offset=np.arange(n), n_boot=n_boot)
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=1)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def fmt(m: dict | None, digits: int = 3) -> str:
+    if not m:
+        return "—"
+    return f"{m['mean']:.{digits}f} [{m['ci_low']:.{digits}f}, {m['ci_high']:.{digits}f}]"
+
+
+TABLE_COLUMNS = [("effectiveness", "effectiveness ↑", 3), ("composition_l1_1", "composition L1 m=1 ↓", 2),
+                 ("composition_l1_10", "composition L1 m=10 ↓", 2), ("reversibility_l1", "reversibility L1 ↓", 2),
+                 ("cld", "CLD (0.8/0.2) ↓", 3), ("cld_equal_weights", "CLD (0.5/0.5) ↓", 3),
+                 ("fid_oracle", "FID (oracle features) ↓", 2), ("images_per_s", "images/s ↑", 2)]
+
+
+def results_table(results: list[dict]) -> str:
+    """Markdown table: one row per method, metrics as mean [95% CI]."""
+    rows = []
+    for r in results:
+        rows.append([f"{r['method']} ({describe(r['settings'])})"] + [fmt(r["metrics"].get(k), d) for k, _, d in TABLE_COLUMNS])
+    return md_table(["method"] + [h for _, h, _ in TABLE_COLUMNS], rows)
+
+
+def describe(settings: dict) -> str:
+    if settings.get("method") == "diffscm":
+        s = ", ".join(f"{k}={v:g}" for k, v in settings["scales"].items()) or "no guidance"
+        extra = " + dyn. norm" if settings["dynamic_norm"] else ""
+        return f"{settings['used_steps']}+{settings['used_steps']} of N={settings['steps']}, L={settings['ratio']:g}, {s}{extra}"
+    if settings.get("method") == "prototype":
+        return f"c={settings['c']:g}, β={settings['beta']:g}, γ={settings['gamma']:g}, θ={settings['theta']:g}, {settings['iterations']} Adam steps"
+    return settings.get("abduction", "")
+
+
+def run_evaluate(scm: SCM, methods: list[str], overrides: dict, n: int, seeds: list[int], split: str,
+                 comp_n: int, json_out: Path | None, report: Path | None, cache: Path | None,
+                 data_dir: Path | None, progress: bool = True, n_boot: int = 1000,
+                 proto_params: PrototypeParams | None = None) -> tuple[list[dict], dict, dict]:
+    """Generate (cached, resumable) and score every method; write the JSON and the report."""
+    x_all, y_all = load_mnist(split, data_dir)
+    if n > len(x_all):
+        raise DiffSCMError(f"--n {n} exceeds the {len(x_all)} images of the {split} split")
+    paths = eval_model_paths(scm)
+    train = load_mnist("train", data_dir)
+    proto = EvalProtocol(n=n, split=split, seeds=tuple(seeds), comp_n=min(comp_n, n))
+    scorer = build_scorer(scm, paths, split, n, data_dir, n_boot)
+    results, generated = [], {}
+    for name in methods:
+        method = make_method(name, scm, overrides, paths, train, proto_params)
+        gen = generate(method, x_all[:n], y_all[:n], proto, cache=cache, progress=progress)
+        generated[name] = gen
+        res = {"method": name, "settings": method.settings(), "protocol": proto.key(), "n": n,
+               "metrics": score(gen, scorer), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        results.append(res)
+    real = {"method": "real test images", "n": n,
+            "fid_oracle_real": _real_fid(scorer, x_all[:n])}
+    write_outputs(results, generated, real, json_out, report)
+    return results, generated, real
+
+
+def write_outputs(results: list[dict], generated: dict, real: dict, json_out: Path | None, report: Path | None) -> None:
+    """JSON (the single-method shape, or ``{"methods": [...]}``) and the report folder."""
+    if json_out is not None:
+        payload = _flat(results[0]) if len(results) == 1 else {"methods": [_flat(r) for r in results]}
+        payload["reference"] = real
+        _write_json_atomic(json_out, payload)
+    if report is not None:
+        from .eval_report import write_evaluation_report
+
+        write_evaluation_report(report, results, generated, real)
+
+
+def _real_fid(scorer: Scorer, x_u8: np.ndarray) -> float:
+    from .harness import oracle_features
+    from .metrics import frechet_distance
+
+    return frechet_distance(scorer.real_features, oracle_features(scorer.oracle, x_u8))
+
+
+def _flat(res: dict) -> dict:
+    """The JSON shape of one method: each metric key at the top level with mean/ci_low/ci_high/per_seed."""
+    out = {k: res["metrics"].get(k) for k in METRIC_KEYS}
+    out.update({k: v for k, v in res["metrics"].items() if k not in METRIC_KEYS})
+    out.update({k: res[k] for k in ("method", "settings", "protocol", "n", "finished")})
+    return out
+
+
+def default_cache() -> Path:
+    return cache_dir() / "evaluate"
+
+
+def run_sweep(scm: SCM, param: str, values: list[float], overrides: dict, n: int, seed: int, split: str,
+              json_out: Path | None, report: Path | None, cache: Path | None, data_dir: Path | None,
+              progress: bool = True, n_boot: int = 1000) -> list[dict]:
+    """Diff-SCM counterfactuals of the first ``n`` images of ``split`` for each value of ``param``; CLD, effectiveness."""
+    if param not in ("scale", "steps", "ratio"):
+        raise DiffSCMError(f"--param {param!r}: choose scale, steps or ratio")
+    x_all, y_all = load_mnist(split, data_dir)
+    if n > len(x_all):
+        raise DiffSCMError(f"--n {n} exceeds the {len(x_all)} images of the {split} split")
+    paths = eval_model_paths(scm)
+    proto = EvalProtocol(n=n, split=split, seeds=(seed,), comp_m=(1,), comp_n=0, phases=("counterfactual",))
+    scorer = build_scorer(scm, paths, split, n, data_dir, n_boot)
+    memo: dict = {}
+    results, generated = [], []
+    for v in values:
+        cast = int(v) if param == "steps" else float(v)
+        opts = scm.options(**{**overrides, param: cast})
+        method = DiffSCMMethod(scm, opts, "diffscm", abduction_memo=memo)
+        gen = generate(method, x_all[:n], y_all[:n], proto, cache=cache, progress=progress)
+        generated.append(gen)
+        metrics = score(gen, scorer)
+        metrics.pop("images_per_s", None)  # abduction is shared across values, so per-value timing would mislead
+        results.append({"param": param, "value": cast, "settings": method.settings(), "n": n, "split": split,
+                        "seed": seed, "metrics": metrics})
+    if json_out is not None:
+        _write_json_atomic(json_out, {"param": param, "values": values, "results": results})
+    if report is not None:
+        from .eval_report import write_sweep_report
+
+        write_sweep_report(report, param, results, generated)
+    return results

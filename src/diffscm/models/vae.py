@@ -1,0 +1,91 @@
+"""Auxiliary image models: (conditional) VAEs and autoencoders for CLD and the baselines, and a small classifier.
+
+* ``VAE({"latent": 16})`` — unconditional VAE whose posteriors q(z | x) define the CLD divergence;
+* ``VAE({"latent": 16, "num_classes": 10})`` — conditional VAE p(x | z, y), the DeepSCM-style baseline;
+* ``VAE({"latent": 16, "variational": False})`` — deterministic autoencoder of the prototype baseline.
+
+Images enter in the model range [-1, 1]; the decoder outputs Bernoulli logits over pixel intensities in [0, 1].
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Pretrained
+from .predictor import Oracle
+
+
+class VAE(Pretrained):
+    """Convolutional (conditional) VAE / autoencoder for 1×28×28 images."""
+
+    kind = "vae"
+
+    def __init__(self, config: dict):
+        config = {"latent": 16, "num_classes": 0, "variational": True, "channels": [32, 64], "in_channels": 1, **config}
+        super().__init__(config)
+        c1, c2 = config["channels"]
+        k, cin = config["num_classes"], config["in_channels"]
+        self.enc = nn.Sequential(
+            nn.Conv2d(cin + k, c1, 4, 2, 1), nn.SiLU(),      # 14×14
+            nn.Conv2d(c1, c2, 4, 2, 1), nn.SiLU(),           # 7×7
+            nn.Flatten(), nn.Linear(c2 * 49, 256), nn.SiLU())
+        self.to_stats = nn.Linear(256, config["latent"] * (2 if config["variational"] else 1))
+        self.dec_in = nn.Sequential(nn.Linear(config["latent"] + k, 256), nn.SiLU(), nn.Linear(256, c2 * 49), nn.SiLU())
+        self.dec = nn.Sequential(
+            nn.ConvTranspose2d(c2, c1, 4, 2, 1), nn.SiLU(),  # 14×14
+            nn.ConvTranspose2d(c1, cin, 4, 2, 1))           # 28×28 logits
+
+    def _onehot(self, y: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor | None:
+        k = self.config["num_classes"]
+        if not k:
+            return None
+        if y is None:
+            raise ValueError("a conditional VAE needs labels")
+        return F.one_hot(y.long().to(ref.device), k).to(ref.dtype)
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and log-variance of q(z | x[, y]) (log-variance is −inf-free zeros for an autoencoder)."""
+        h = x
+        oh = self._onehot(y, x)
+        if oh is not None:
+            h = torch.cat([h, oh[:, :, None, None].expand(-1, -1, *x.shape[2:])], dim=1)
+        stats = self.to_stats(self.enc(h))
+        if not self.config["variational"]:
+            return stats, torch.zeros_like(stats)
+        mu, logvar = stats.chunk(2, dim=1)
+        return mu, logvar.clamp(-12, 8)
+
+    def decode_logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        oh = self._onehot(y, z)
+        h = self.dec_in(z if oh is None else torch.cat([z, oh], dim=1))
+        c2 = self.config["channels"][1]
+        return self.dec(h.view(-1, c2, 7, 7))
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder mean as an image in [-1, 1]."""
+        return torch.sigmoid(self.decode_logits(z, y)) * 2 - 1
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Reconstruction from the posterior mean, in [-1, 1]."""
+        return self.decode(self.encode(x, y)[0], y)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor | None, gen: torch.Generator | None = None,
+             beta: float = 1.0) -> torch.Tensor:
+        """Negative ELBO per image (Bernoulli likelihood on intensities in [0, 1]); BCE only for an autoencoder."""
+        mu, logvar = self.encode(x, y)
+        z = mu
+        if self.config["variational"]:
+            z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=gen, device=mu.device, dtype=mu.dtype)
+        target = (x + 1) / 2
+        rec = F.binary_cross_entropy_with_logits(self.decode_logits(z, y), target, reduction="none").flatten(1).sum(1)
+        if not self.config["variational"]:
+            return rec.mean()
+        kl = 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(1)
+        return (rec + beta * kl).mean()
+
+
+class Classifier(Oracle):
+    """A clean-image classifier distinct from the oracle (used by the prototype baseline, never for scoring)."""
+
+    kind = "classifier"
