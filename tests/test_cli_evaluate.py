@@ -14,7 +14,7 @@ METRICS = ("effectiveness", "composition_l1_1", "composition_l1_10", "reversibil
 def _eval(monkeypatch, capsys, tiny_scm, idx_dir, tmp_path, *extra):
     return run_cli(monkeypatch, capsys, "evaluate", "--model", tiny_scm, "--data-dir", idx_dir, "--n", 6,
                    "--seeds", "0,1", "--comp-n", 2, "--cache", tmp_path / "cache", "--quiet", "--n-boot", 20,
-                   "--proto-iterations", 3, *extra)
+                   "--proto-iterations", 3, "--fid-reference", 200, *extra)
 
 
 def test_evaluate_single_method_json_shape(monkeypatch, capsys, tiny_scm, idx_dir, tmp_path):
@@ -56,7 +56,7 @@ def test_sweep_writes_plot_grid_and_table(monkeypatch, capsys, tiny_scm, idx_dir
     rep = tmp_path / "sweep"
     res = run_cli(monkeypatch, capsys, "sweep", "--model", tiny_scm, "--data-dir", idx_dir, "--param", "scale",
                   "--values", "0,2", "--n", 4, "--split", "test", "--report", rep, "--json", tmp_path / "s.json",
-                  "--quiet", "--n-boot", 20, "--cache", tmp_path / "cache")
+                  "--quiet", "--n-boot", 20, "--cache", tmp_path / "cache", "--fid-reference", 200)
     assert res.code == 0, res.err
     data = json.loads((tmp_path / "s.json").read_text())
     assert [r["value"] for r in data["results"]] == [0.0, 2.0]

@@ -8,7 +8,7 @@ import torch
 from diffscm.baselines import CVAEMethod, PrototypeMethod, PrototypeParams
 from diffscm.data import to_model_range
 from diffscm.harness import EvalProtocol, Scorer, generate, score
-from diffscm.models import VAE, Classifier, Oracle
+from diffscm.models import VAE, Oracle
 
 
 class Identity:

