@@ -489,8 +489,8 @@ def test_load_model_dispatches_on_kind(tmp_path):
 
 
 def test_load_model_unknown_kind(tmp_path):
-    save_checkpoint(tmp_path / "c", {"kind": "vae"}, {"w": torch.zeros(1)})
-    with pytest.raises(DiffSCMError, match="unknown kind 'vae'"):
+    save_checkpoint(tmp_path / "c", {"kind": "gan"}, {"w": torch.zeros(1)})
+    with pytest.raises(DiffSCMError, match="unknown kind 'gan'"):
         load_model(tmp_path / "c")
 
 

@@ -236,11 +236,9 @@ def evaluate(
     seed_list = parse_list(seeds, "--seeds", int)
     if any(s < 0 or s >= 2**31 for s in seed_list):
         raise DiffSCMError(f"--seeds {seeds!r}: seeds must be in 0..2^31-1")
-    if split not in ("test", "valid"):
-        raise DiffSCMError(f"--split {split!r}: choose test or valid (train images are the FID reference)")
-    _check_outputs(json_out, report, overwrite)
-    scm = _load_scm(model, device)
-    overrides = {"steps": steps, "ratio": ratio, "scale": scale, "dynamic_norm": dynamic_norm, "batch_size": batch_size}
+    scm, overrides = _prepare_evaluation(split, json_out, report, overwrite, model, device,
+                                         {"steps": steps, "ratio": ratio, "scale": scale, "dynamic_norm": dynamic_norm,
+                                          "batch_size": batch_size})
     scm.image_mechanism.grid(scm.options(**overrides))
     results, _, _ = run_evaluate(scm, method, overrides, n, seed_list, split, comp_n, json_out, report,
                            None if no_cache else (cache or default_cache()), data_dir, progress=not quiet, n_boot=n_boot,
@@ -274,11 +272,9 @@ def sweep(
         raise DiffSCMError(f"--param {param!r}: choose scale, steps or ratio")
     if param == "steps" and any(v != int(v) or v < 1 for v in vals):
         raise DiffSCMError(f"--values {values!r}: steps must be positive integers")
-    if split not in ("test", "valid"):
-        raise DiffSCMError(f"--split {split!r}: choose valid or test")
-    _check_outputs(json_out, report, overwrite)
-    scm = _load_scm(model, device)
-    overrides = {"steps": steps, "ratio": ratio, "scale": scale, "dynamic_norm": dynamic_norm, "batch_size": batch_size}
+    scm, overrides = _prepare_evaluation(split, json_out, report, overwrite, model, device,
+                                         {"steps": steps, "ratio": ratio, "scale": scale, "dynamic_norm": dynamic_norm,
+                                          "batch_size": batch_size})
     for v in vals:  # validate every value before any work
         scm.image_mechanism.grid(scm.options(**{**overrides, param: int(v) if param == "steps" else v}))
     results = run_sweep(scm, param, vals, overrides, n, seed, split, json_out, report,
@@ -286,6 +282,15 @@ def sweep(
                         fid_reference=fid_reference)
     for r in results:
         typer.echo(json.dumps({param: r["value"], **{k: round(v["mean"], 4) for k, v in r["metrics"].items()}}))
+
+
+def _prepare_evaluation(split: str, json_out: Optional[Path], report: Optional[Path], overwrite: bool, model: str,
+                        device: str, overrides: dict):
+    """Shared checks of evaluate/sweep (split, outputs) before loading the model."""
+    if split not in ("test", "valid"):
+        raise DiffSCMError(f"--split {split!r}: choose test or valid (train images are the FID reference)")
+    _check_outputs(json_out, report, overwrite)
+    return _load_scm(model, device), overrides
 
 
 def _check_outputs(json_out: Optional[Path], report: Optional[Path], overwrite: bool) -> None:
