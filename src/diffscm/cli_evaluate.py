@@ -103,8 +103,10 @@ def results_table(results: list[dict]) -> str:
     """Markdown table: one row per method, metrics as mean [95% CI]."""
     rows = []
     for r in results:
-        rows.append([f"{r['method']} ({describe(r['settings'])})"] + [fmt(r["metrics"].get(k), d) for k, _, d in TABLE_COLUMNS])
-    return md_table(["method"] + [h for _, h, _ in TABLE_COLUMNS], rows)
+        comp_n = r["metrics"].get("composition_l1_10", {}).get("n", "—")
+        rows.append([f"{r['method']} ({describe(r['settings'])})", f"{r['n']} (m=10: {comp_n})"]
+                    + [fmt(r["metrics"].get(k), d) for k, _, d in TABLE_COLUMNS])
+    return md_table(["method", "n"] + [h for _, h, _ in TABLE_COLUMNS], rows)
 
 
 def describe(settings: dict) -> str:

@@ -45,9 +45,9 @@ def write_evaluation_report(out: Path, results: list[dict], generated: dict, rea
     def write(tmp: Path) -> None:
         plot_methods(results, tmp / "metrics.png")
         lines = ["# Counterfactual evaluation", "",
-                 f"{results[0]['n']} images of the `{results[0]['protocol']['split']}` split, seeds "
-                 f"{results[0]['protocol']['seeds']}; mean [bootstrap 95% CI over images]. Composition m=10 on the first "
-                 f"{results[0]['protocol']['comp_n']} images. L1 on the 0–255 scale.", "",
+                 f"The first n images of the `{results[0]['protocol']['split']}` split (n per row; composition m=10 on "
+                 f"the first images as listed), seeds {results[0]['protocol']['seeds']}; mean [bootstrap 95% CI over "
+                 "images]. L1 on the 0–255 scale.", "",
                  results_table(results), "",
                  f"FID (oracle features) of {real['n']} real test images against the training images: "
                  f"{real['fid_oracle_real']:.2f} (the floor for this sample size).", "",
