@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -13,9 +11,10 @@ from .baselines import CVAEMethod, PrototypeMethod, PrototypeParams
 from .data import load_mnist
 from .data.mnist import cache_dir
 from .errors import DiffSCMError
-from .harness import METRIC_KEYS, DiffSCMMethod, EvalProtocol, Scorer, generate, score
+from .harness import METRIC_KEYS, DiffSCMMethod, EvalProtocol, Scorer, generate, oracle_features, score
+from .metrics import frechet_distance
 from .models import VAE, Classifier
-from .report import md_table
+from .report import md_table, write_text_atomic
 from .scm import SCM
 
 METHODS = ("diffscm", "diffscm-reference", "cvae", "prototype")
@@ -68,23 +67,23 @@ def make_method(name: str, scm: SCM, overrides: dict, paths: dict[str, Path], tr
 FID_REFERENCE = 10000  # training images whose oracle features define the real distribution of the FID
 
 
-def build_scorer(scm: SCM, paths: dict[str, Path], split: str, n: int, data_dir: Path | None, n_boot: int = 1000,
-                 fid_reference: int = FID_REFERENCE):
+def _prepare(scm: SCM, split: str, n: int, data_dir: Path | None, n_boot: int, fid_reference: int):
+    """Load the split and the training images once, check n, build the scorer (CLD pool = the split)."""
     if scm.oracle is None:
         raise DiffSCMError(f"model {scm.path} has no oracle: effectiveness cannot be measured")
-    ref_x, ref_y = load_mnist(split, data_dir)
-    train_x, _ = load_mnist("train", data_dir)
+    x_all, y_all = load_mnist(split, data_dir)
+    if n > len(x_all):
+        raise DiffSCMError(f"--n {n} exceeds the {len(x_all)} images of the {split} split")
+    paths = eval_model_paths(scm)
+    train = load_mnist("train", data_dir)
     vae = VAE.from_pretrained(paths["vae"], scm.device)
-    return Scorer.build(scm.oracle, vae, ref_x, ref_y, train_x[:fid_reference], ref_offset=np.arange(n), n_boot=n_boot)
+    scorer = Scorer.build(scm.oracle, vae, x_all, y_all, train[0][:fid_reference], ref_offset=np.arange(n),
+                          n_boot=n_boot)
+    return x_all, y_all, paths, train, scorer
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=1)
-        fh.write("\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 
 def fmt(m: dict | None, digits: int = 3) -> str:
@@ -125,13 +124,8 @@ def run_evaluate(scm: SCM, methods: list[str], overrides: dict, n: int, seeds: l
                  proto_params: PrototypeParams | None = None,
                  fid_reference: int = FID_REFERENCE) -> tuple[list[dict], dict, dict]:
     """Generate (cached, resumable) and score every method; write the JSON and the report."""
-    x_all, y_all = load_mnist(split, data_dir)
-    if n > len(x_all):
-        raise DiffSCMError(f"--n {n} exceeds the {len(x_all)} images of the {split} split")
-    paths = eval_model_paths(scm)
-    train = load_mnist("train", data_dir)
+    x_all, y_all, paths, train, scorer = _prepare(scm, split, n, data_dir, n_boot, fid_reference)
     proto = EvalProtocol(n=n, split=split, seeds=tuple(seeds), comp_n=min(comp_n, n))
-    scorer = build_scorer(scm, paths, split, n, data_dir, n_boot, fid_reference)
     results, generated = [], {}
     for name in methods:
         method = make_method(name, scm, overrides, paths, train, proto_params)
@@ -159,9 +153,6 @@ def write_outputs(results: list[dict], generated: dict, real: dict, json_out: Pa
 
 
 def _real_fid(scorer: Scorer, x_u8: np.ndarray) -> float:
-    from .harness import oracle_features
-    from .metrics import frechet_distance
-
     return frechet_distance(scorer.real_features, oracle_features(scorer.oracle, x_u8))
 
 
@@ -183,12 +174,8 @@ def run_sweep(scm: SCM, param: str, values: list[float], overrides: dict, n: int
     """Diff-SCM counterfactuals of the first ``n`` images of ``split`` for each value of ``param``; CLD, effectiveness."""
     if param not in ("scale", "steps", "ratio"):
         raise DiffSCMError(f"--param {param!r}: choose scale, steps or ratio")
-    x_all, y_all = load_mnist(split, data_dir)
-    if n > len(x_all):
-        raise DiffSCMError(f"--n {n} exceeds the {len(x_all)} images of the {split} split")
-    paths = eval_model_paths(scm)
+    x_all, y_all, _, _, scorer = _prepare(scm, split, n, data_dir, n_boot, fid_reference)
     proto = EvalProtocol(n=n, split=split, seeds=(seed,), comp_m=(1,), comp_n=0, phases=("counterfactual",))
-    scorer = build_scorer(scm, paths, split, n, data_dir, n_boot, fid_reference)
     memo: dict = {}
     results, generated = [], []
     for v in values:

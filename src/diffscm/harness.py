@@ -23,11 +23,11 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .data import from_model_range, to_model_range
-from .evaluation import random_targets
+from .evaluation import classify, random_targets
 from .mechanisms import InferenceOptions
 from .metrics import bootstrap_ci, cld, effectiveness_hits, frechet_distance, l1_255, ssim_per_image
 from .models import VAE, Oracle
-from .scm import SCM, abduct, predict
+from .scm import SCM, Exogenous, abduct, batch_generator, predict
 
 METRIC_KEYS = ("effectiveness", "composition_l1_1", "composition_l1_10", "reversibility_l1", "cld", "fid_oracle",
                "images_per_s")
@@ -74,13 +74,11 @@ class DiffSCMMethod:
         return u
 
     def predict(self, latent, digits, seed):
-        from .scm import Exogenous
-
         out = []
         bs = self.opts.batch_size
         for b, i in enumerate(range(0, len(latent), bs)):
             d = torch.as_tensor(digits[i:i + bs], device=self.scm.device)
-            gen = torch.Generator(device=self.scm.device).manual_seed(seed * 100003 + b)
+            gen = batch_generator(self.scm.device, seed, b)
             noise = Exogenous({"digit": d}, latent[i:i + bs].to(self.scm.device))
             out.append(from_model_range(predict(self.scm, noise, {"digit": d}, self.opts, generator=gen)))
         return np.concatenate(out)
@@ -209,15 +207,15 @@ class Scorer:
         return cls(oracle, vae, ref_images, ref_digits, oracle_features(oracle, train_images), **kw)
 
     def classify(self, images_u8: np.ndarray) -> np.ndarray:
-        return _batched(lambda x: self.oracle(x).argmax(1), self.oracle, images_u8).numpy()
+        return classify(self.oracle, images_u8)
 
     def posterior(self, images_u8: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        mu = _batched(lambda x: self.vae.encode(x)[0], self.vae, images_u8).double()
-        lv = _batched(lambda x: self.vae.encode(x)[1], self.vae, images_u8).double()
-        return mu, lv
+        """VAE posterior means and log-variances (float64), one encoder pass per batch."""
+        stats = _batched(lambda x: torch.cat(self.vae.encode(x), dim=1), self.vae, images_u8).double()
+        return stats.chunk(2, dim=1)
 
     def __post_init__(self) -> None:
-        self._ref_post = self.posterior(self.ref_images)
+        self.ref_posterior = self.posterior(self.ref_images)
 
 
 def oracle_features(oracle: Oracle, images_u8: np.ndarray) -> np.ndarray:
@@ -258,7 +256,7 @@ def score(gen: Generated, scorer: Scorer, weights: tuple[float, float] = (0.8, 0
         res["effectiveness"] = _summary(hits.mean(0).tolist(), hits.mean(1), bs, nb)
         post_x = scorer.posterior(x)
         for key, w in (("cld", weights), ("cld_equal_weights", (0.5, 0.5))):
-            vals = np.stack([cld(post_x, scorer.posterior(gen.cf[s]), scorer._ref_post, gen.digits, gen.targets[s],
+            vals = np.stack([cld(post_x, scorer.posterior(gen.cf[s]), scorer.ref_posterior, gen.digits, gen.targets[s],
                                  scorer.ref_digits, scorer.ref_offset, w) for s in seeds], 1)
             res[key] = _summary(vals.mean(0).tolist(), vals.mean(1), bs, nb)
         change = np.stack([l1_255(x, gen.cf[s]) for s in seeds], 1)

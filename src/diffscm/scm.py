@@ -144,11 +144,16 @@ class SCM:
                 do_b = {k: v[sl].to(self.device) for k, v in do.items()}
                 noise = abduct(self, obs_b, opts, callback=tick)
                 values = act(self, obs_b, noise, do_b)
-                gen = torch.Generator(device=self.device).manual_seed(opts.seed * 100003 + b)
+                gen = batch_generator(self.device, opts.seed, b)
                 img = predict(self, noise, values, opts, generator=gen, callback=tick)
                 for k, v in {**values, self.image_name: img}.items():
                     outs.setdefault(k, []).append(v.cpu())
         return {k: torch.cat(v) for k, v in outs.items()}
+
+
+def batch_generator(device: torch.device, seed: int, batch_index: int) -> torch.Generator:
+    """The generator of the η > 0 prediction noise of one batch (seeded per batch)."""
+    return torch.Generator(device=device).manual_seed(seed * 100003 + batch_index)
 
 
 def abduct(scm: SCM, observed: dict[str, torch.Tensor], opts: InferenceOptions,

@@ -99,7 +99,7 @@ class PrototypeMethod:
         return out * 2
 
     def _loss(self, xp: torch.Tensor, x: torch.Tensor, onehot: torch.Tensor, proto: torch.Tensor, c: float):
-        """Smooth part of the objective (all but β‖δ‖₁) per image, and the classifier's logits."""
+        """Smooth part of the objective (all but β‖δ‖₁) per image."""
         p = self.p
         logits = self.clf(xp * 2)
         other = logits.masked_fill(onehot, float("-inf")).max(1).values
@@ -108,7 +108,7 @@ class PrototypeMethod:
             loss = loss + p.gamma * ((xp * 2 - self.ae(xp * 2)) / 2).flatten(1).pow(2).sum(1)
         if p.theta:
             loss = loss + p.theta * (self.ae.encode(xp * 2)[0] - proto).pow(2).sum(1)
-        return loss, logits
+        return loss
 
     def _optimise(self, x: torch.Tensor, target: torch.Tensor, proto: torch.Tensor, c: float):
         """FISTA as in the reference implementation: gradient step on the smooth loss at the slack point y,
@@ -123,7 +123,7 @@ class PrototypeMethod:
         for k in range(p.iterations):
             lr = p.lr * (1 - k / p.iterations) ** 0.5
             y = y.detach().requires_grad_(True)
-            loss, _ = self._loss(y, x, onehot, proto, c)
+            loss = self._loss(y, x, onehot, proto, c)
             (grad,) = torch.autograd.grad(loss.sum(), y)
             with torch.no_grad():
                 z = y - lr * grad
