@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from diffscm.models import VAE, Classifier, DiffusionModel, NoiseAwarePredictor, Oracle
-from diffscm.packaging import pack_mnist_scm
+from diffscm.graph import MORPHO_GRAPH
+from diffscm.models import VAE, AttributeFlow, Classifier, DiffusionModel, NoiseAwarePredictor, Oracle, RegressionOracle
+from diffscm.packaging import pack_mnist_scm, pack_scm
 
 torch.set_num_threads(1)
 
@@ -37,6 +38,45 @@ def make_tiny_scm(root: Path, seed: int = 0, scale: float = 1.0, steps: int = 4)
                     "batch_size": 8},
                    evaluation={k: root / "parts" / k for k in ("vae", "cvae", "autoencoder", "classifier")})
     return out
+
+
+def make_tiny_morpho_scm(root: Path, seed: int = 0, steps: int = 3) -> Path:
+    """Morpho-MNIST SCM (thickness -> intensity; digit, thickness, intensity -> image) with random tiny weights."""
+    torch.manual_seed(seed)
+    parts = root / "parts"
+    DiffusionModel({"unet": TINY_UNET}).save_pretrained(parts / "diffusion")
+    tiny = {"channels": [8, 16], "temb_dim": 16, "groups": 4}
+    NoiseAwarePredictor(tiny).save_pretrained(parts / "p_digit")
+    NoiseAwarePredictor({**tiny, "target": "thickness", "target_kind": "continuous", "target_mean": 2.5,
+                         "target_std": 0.6}).save_pretrained(parts / "p_thickness")
+    NoiseAwarePredictor({**tiny, "target": "intensity", "target_kind": "continuous", "target_mean": 170.0,
+                         "target_std": 40.0}).save_pretrained(parts / "p_intensity")
+    small = {"channels": [4, 8], "hidden": 16}
+    Oracle(small).save_pretrained(parts / "o_digit")
+    RegressionOracle({**small, "target": "thickness", "target_mean": 2.5, "target_std": 0.6}).save_pretrained(parts / "o_thickness")
+    RegressionOracle({**small, "target": "intensity", "target_mean": 170.0, "target_std": 40.0}).save_pretrained(parts / "o_intensity")
+    AttributeFlow({"target": "thickness", "low": 0.5, "high": 7.0, "hidden": [8], "transforms": 2}).save_pretrained(parts / "f_thickness")
+    AttributeFlow({"target": "intensity", "low": 64.0, "high": 255.0, "hidden": [8], "transforms": 2,
+                   "parents": [{"name": "thickness", "kind": "continuous", "mean": 2.5, "std": 0.6}]}).save_pretrained(parts / "f_intensity")
+    VAE({"latent": 4, "channels": [4, 8]}).save_pretrained(parts / "vae")
+    cond = [{"name": "digit", "kind": "categorical", "num_classes": 10},
+            {"name": "thickness", "kind": "continuous", "mean": 2.5, "std": 0.6},
+            {"name": "intensity", "kind": "continuous", "mean": 170.0, "std": 40.0}]
+    VAE({"latent": 4, "channels": [4, 8], "cond": cond}).save_pretrained(parts / "cvae")
+    names = ("digit", "thickness", "intensity")
+    out = root / "morpho_scm"
+    pack_scm(out, MORPHO_GRAPH, parts / "diffusion", {n: parts / f"p_{n}" for n in names},
+             {"steps": steps, "ratio": 1.0, "scales": {"digit": 1.0, "thickness": 1.0, "intensity": 1.0}, "clip": False,
+              "dynamic_norm": False, "batch_size": 8},
+             oracles={n: parts / f"o_{n}" for n in names},
+             flows={n: parts / f"f_{n}" for n in ("thickness", "intensity")},
+             evaluation={"vae": parts / "vae", "cvae": parts / "cvae"})
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_morpho_scm(tmp_path_factory) -> Path:
+    return make_tiny_morpho_scm(tmp_path_factory.mktemp("tiny_morpho"))
 
 
 @pytest.fixture(scope="session")

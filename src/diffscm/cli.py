@@ -25,6 +25,7 @@ class TrainWhat(str, Enum):
     cvae = "cvae"
     autoencoder = "autoencoder"
     classifier = "classifier"
+    flow = "flow"
 
 
 @data_app.command("mnist")
@@ -40,15 +41,81 @@ def data_mnist(data_dir: Optional[Path] = typer.Option(None, help="Folder of sta
     typer.echo(str(fetch_mnist(force=force)))
 
 
+@data_app.command("morphomnist")
+def data_morphomnist(
+        csv_dir: Optional[Path] = typer.Option(None, help="Folder with the community train-morpho.csv / t10k-morpho.csv: use their (t, i)."),
+        seed: int = typer.Option(0, min=0, max=2**31 - 1, help="Seed of DeepSCM's attribute model (ignored with --csv-dir)."),
+        split: str = typer.Option("both", help="train, test or both."),
+        limit: Optional[int] = typer.Option(None, min=1, help="Build only the first N images of each split."),
+        out: Optional[Path] = typer.Option(None, help="Also write {split}-images.npy and {split}-attributes.csv here."),
+        data_dir: Optional[Path] = typer.Option(None, help="MNIST IDX folder instead of the package index."),
+        workers: Optional[int] = typer.Option(None, min=1, help="Processes (default: all cores).")):
+    """Regenerate Morpho-MNIST (thickness -> intensity; digit, thickness, intensity -> image) from real MNIST; cached."""
+    import shutil
+
+    from .data.morphomnist import build_split
+
+    if split not in ("train", "test", "both"):
+        raise DiffSCMError(f"unknown --split {split!r} (use train, test or both)")
+    if out is not None and out.exists() and not out.is_dir():
+        raise DiffSCMError(f"--out {out} exists and is not a folder")
+    for sp in (("train", "test") if split == "both" else (split,)):
+        folder = build_split(sp, seed, csv_dir, limit, data_dir, workers=workers)
+        if out is None:
+            typer.echo(str(folder))
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (f"{sp}-images.npy", f"{sp}-attributes.csv"):
+            tmp = out / f".{name}.tmp"
+            shutil.copyfile(folder / name, tmp)
+            tmp.replace(out / name)
+        typer.echo(str(out / f"{sp}-images.npy"))
+
+
 @app.command()
-def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor, oracle; evaluation/baselines: vae (CLD), cvae, autoencoder, classifier"),
-          dataset: str = typer.Option("mnist", help="Dataset name."),
+def measure(images: Path = typer.Argument(..., help="uint8 N×H×W images (.npy)."),
+            out: Path = typer.Option(..., help="CSV: index,thickness,intensity,slant,width,height,length,area."),
+            workers: Optional[int] = typer.Option(None, min=1, help="Processes (default: all cores)."),
+            overwrite: bool = typer.Option(False, help="Replace an existing --out.")):
+    """Morpho-MNIST morphometrics of every image (our scikit-image/scipy re-implementation)."""
+    import numpy as np
+
+    from .data.morphomnist import METRIC_COLUMNS, measure_batch
+
+    if not images.exists():
+        raise DiffSCMError(f"{images} does not exist")
+    if out.exists() and not overwrite:
+        raise DiffSCMError(f"{out} already exists; pass --overwrite")
+    try:
+        arr = np.load(images, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DiffSCMError(f"{images} is not a readable .npy array ({str(exc).splitlines()[0]})") from None
+    if arr.ndim == 4 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 3 or arr.shape[0] == 0:
+        raise DiffSCMError(f"{images} must hold N×H×W images, got shape {arr.shape}")
+    if not np.isfinite(arr.astype(np.float64)).all():
+        raise DiffSCMError(f"{images} contains NaN or infinite values")
+    values = measure_batch(arr, workers=workers, progress=True)
+    lines = ["index," + ",".join(METRIC_COLUMNS)]
+    lines += [f"{k}," + ",".join(f"{v:.6g}" for v in row) for k, row in enumerate(values)]
+    from .report import write_text_atomic
+
+    write_text_atomic(out, "\n".join(lines) + "\n")
+    typer.echo(str(out))
+
+
+@app.command()
+def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor, oracle, flow; evaluation/baselines: vae (CLD), cvae, autoencoder, classifier"),
+          dataset: str = typer.Option("mnist", help="Dataset: mnist or morphomnist."),
           out: Path = typer.Option(..., help="Checkpoint folder (config.json + model.safetensors)."),
           steps: int = typer.Option(10000, min=1), batch_size: int = typer.Option(64, min=1),
           lr: float = typer.Option(2e-4, min=0.0), seed: int = typer.Option(0, min=0, max=2**31 - 1),
           resume: bool = typer.Option(False, help="Continue the checkpoint in --out."),
-          split: str = typer.Option("train", help="Training split: train (50k; valid is held out) or train+valid."),
-          data_dir: Optional[Path] = typer.Option(None, help="IDX folder instead of the package index."),
+          split: str = typer.Option("train", help="MNIST training split: train (50k; valid is held out) or train+valid."),
+          data_dir: Optional[Path] = typer.Option(None, help="mnist: IDX folder instead of the package index; morphomnist: the folder written by `diffscm data morphomnist --out` (required)."),
+          target: str = typer.Option("digit", help="predictor/oracle/flow: the variable to model (digit, thickness, intensity)."),
+          init: Optional[Path] = typer.Option(None, help="Start from this checkpoint's weights (tensors of matching shape)."),
           schedule: str = typer.Option("linear", help="Noise schedule of a new diffusion model: linear or cosine."),
           conditional: bool = typer.Option(False, help="Diffusion: class-conditional with a null token."),
           p_uncond: float = typer.Option(0.35, help="Diffusion: probability of dropping the label to ∅."),
@@ -60,44 +127,20 @@ def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor, orac
     import torch
 
     from . import training as tr
-    from .data import load_mnist, to_model_range
     from .device import pick_device
-    from .models import VAE, Classifier, DiffusionModel, NoiseAwarePredictor, Oracle
+    from .train_setup import setup_training
 
-    if dataset != "mnist":
-        raise DiffSCMError(f"unknown dataset {dataset!r} (available: mnist)")
     dev = pick_device(device)
     torch.manual_seed(seed)
-    x_u8, y = load_mnist(split, data_dir)
-    x, y = to_model_range(x_u8), torch.as_tensor(y)
+    job = setup_training(what.value, dataset, split=split, data_dir=data_dir, target=target, schedule=schedule,
+                         conditional=conditional, p_uncond=p_uncond, diffusion=diffusion, latent=latent)
+    if init is not None and not (resume and (out / tr.STATE_JSON).exists()):
+        job.extra["init"] = tr.load_init(job.model, init)   # a resumed run continues its own weights instead
     cfg = tr.TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, save_every=save_every,
                          ema_decay=ema_decay if what == TrainWhat.diffusion else 0.0)
-    from .data.mnist import MNIST_SHA256
-
-    extra = {"dataset": dataset, "split": split, "command": " ".join(["diffscm", *sys.argv[1:]]),
-             "data": f"mnist.pkl.gz sha256 {MNIST_SHA256}" if data_dir is None else f"IDX files in {data_dir}",
-             "device": str(dev), "torch_threads": torch.get_num_threads()}
-    if what == TrainWhat.diffusion:
-        model = DiffusionModel({"schedule": schedule, "num_classes": 10 if conditional else 0})
-        loss = tr.diffusion_loss(model, p_uncond)
-    elif what == TrainWhat.predictor:
-        if diffusion is None:
-            raise DiffSCMError("--diffusion DIR is required: the predictor is trained on that model's noise schedule")
-        alphas, dcfg = tr.read_alphas(diffusion)
-        model = NoiseAwarePredictor({"target": "digit", "num_classes": 10, "schedule": dcfg.get("schedule", "linear"),
-                                     "num_train_timesteps": dcfg.get("num_train_timesteps", 1000)})
-        loss = tr.predictor_loss(model, alphas)
-    elif what == TrainWhat.oracle:
-        model = Oracle({})
-        loss = tr.oracle_loss(model)
-    elif what == TrainWhat.classifier:
-        model = Classifier({"channels": [16, 32], "hidden": 64})
-        loss = tr.oracle_loss(model, max_shift=0)
-    else:
-        model = VAE({"latent": latent, "num_classes": 10 if what == TrainWhat.cvae else 0,
-                     "variational": what != TrainWhat.autoencoder})
-        loss = tr.vae_loss(model)
-    tr.fit(model, loss, x, y, cfg, out, resume=resume, device=dev, extra_config=extra,
+    extra = {**job.extra, "command": " ".join(["diffscm", *sys.argv[1:]]), "device": str(dev),
+             "torch_threads": torch.get_num_threads()}
+    tr.fit(job.model, job.loss, job.inputs, job.labels, cfg, out, resume=resume, device=dev, extra_config=extra,
            log=lambda s: typer.echo(s, err=True))
     typer.echo(str(out))
 
@@ -137,7 +180,7 @@ def counterfactual(
     clip: Optional[bool] = typer.Option(None, "--clip/--no-clip", help="Clamp x0-hat to [-1, 1] while decoding."),
     dynamic_norm: Optional[bool] = typer.Option(None, "--dynamic-norm/--no-dynamic-norm", help="Dynamic normalisation of x0-hat."),
     seed: int = typer.Option(0, min=0, max=2**31 - 1), batch_size: Optional[int] = typer.Option(None, min=1),
-    data_dir: Optional[Path] = typer.Option(None, help="IDX folder instead of the package index."),
+    data_dir: Optional[Path] = typer.Option(None, help="mnist: IDX folder instead of the package index; morphomnist: a folder written by `diffscm data morphomnist --out`."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty --out."),
     device: str = typer.Option("auto"), quiet: bool = typer.Option(False, help="No progress bar."),
 ):
@@ -152,10 +195,10 @@ def counterfactual(
                        seed=seed, batch_size=batch_size)
     scm.image_mechanism.grid(opts)  # validates steps/ratio before any work
     notes: list[str] = []
-    x_u8, digits = load_factuals(scm, split, index, image, obs_spec, data_dir, notes)
+    x_u8, observed_values = load_factuals(scm, split, index, image, obs_spec, data_dir, notes)
     for note in notes:
         typer.echo(f"note: {note}", err=True)
-    summary = run_counterfactual(scm, x_u8, digits, do_spec, opts, out, progress=not quiet)
+    summary = run_counterfactual(scm, x_u8, observed_values, do_spec, opts, out, progress=not quiet)
     typer.echo(json.dumps({"out": str(out), **summary}))
 
 
@@ -177,12 +220,28 @@ def demo(out: Path = typer.Option(Path("outputs/demo"), help="Output folder."),
         typer.echo(f"  {k}: {v}")
 
 
+def _named_paths(items: list[str], flag: str, default_name: str | None) -> dict[str, Path]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            if default_name is None:
+                raise DiffSCMError(f"bad {flag} {item!r}: use NAME=DIR")
+            name, path = default_name, item
+        if name in out:
+            raise DiffSCMError(f"{flag} gives {name!r} twice")
+        out[name.strip()] = Path(path.strip())
+    return out
+
+
 @app.command()
 def pack(out: Path = typer.Option(..., help="SCM folder to write."),
          diffusion: Path = typer.Option(..., help="Diffusion checkpoint."),
-         predictor: Path = typer.Option(..., help="Digit predictor checkpoint."),
-         oracle: Optional[Path] = typer.Option(None, help="Oracle checkpoint (evaluation only)."),
-         scale: float = typer.Option(..., help="Default guidance scale of the digit predictor."),
+         predictor: list[str] = typer.Option(..., "--predictor", help="Noise-aware predictor: DIR (the digit's) or NAME=DIR, one per image parent."),
+         oracle: list[str] = typer.Option([], "--oracle", help="Evaluation oracle: DIR (digit) or NAME=DIR (classifier or regressor)."),
+         flow: list[str] = typer.Option([], "--flow", help="Flow of a continuous attribute: NAME=DIR."),
+         graph: Optional[Path] = typer.Option(None, help="Graph file (JSON/YAML); default: digit -> image."),
+         scale: list[str] = typer.Option(..., "--scale", help="Default guidance scale: S (every predictor) or NAME=S."),
          vae: Optional[Path] = typer.Option(None, help="Evaluation: VAE whose posteriors define CLD."),
          cvae: Optional[Path] = typer.Option(None, help="Baseline: conditional VAE."),
          autoencoder: Optional[Path] = typer.Option(None, help="Baseline: autoencoder of the prototype method."),
@@ -190,13 +249,27 @@ def pack(out: Path = typer.Option(..., help="SCM folder to write."),
          steps: int = typer.Option(50), ratio: float = typer.Option(1.0),
          clip: bool = typer.Option(True, "--clip/--no-clip"), dynamic_norm: bool = typer.Option(False, "--dynamic-norm/--no-dynamic-norm"),
          overwrite: bool = typer.Option(False)):
-    """Assemble trained checkpoints into a digit -> image SCM folder (weights + configs only, no trainer state)."""
-    from .packaging import pack_mnist_scm
+    """Assemble trained checkpoints into an SCM folder (weights + configs only, no trainer state)."""
+    from .graph import MNIST_GRAPH, CausalGraph
+    from .packaging import pack_scm
 
-    pack_mnist_scm(out, diffusion, predictor, oracle, {"steps": steps, "ratio": ratio, "scales": {"digit": scale},
-                                                       "clip": clip, "dynamic_norm": dynamic_norm}, overwrite,
-                   evaluation={k: v for k, v in {"vae": vae, "cvae": cvae, "autoencoder": autoencoder,
-                                                 "classifier": classifier}.items() if v is not None})
+    spec = CausalGraph.from_file(graph).to_dict() if graph is not None else MNIST_GRAPH
+    predictors = _named_paths(predictor, "--predictor", "digit")
+    scales = {}
+    for item in scale:
+        name, sep, value = item.rpartition("=")
+        try:
+            v = float(value)
+        except ValueError:
+            raise DiffSCMError(f"bad --scale {item!r}: use S or NAME=S") from None
+        for n in ([name] if sep else list(predictors)):
+            scales[n] = v
+    pack_scm(out, spec, diffusion, predictors, {"steps": steps, "ratio": ratio, "scales": scales, "clip": clip,
+                                                "dynamic_norm": dynamic_norm},
+             oracles=_named_paths(oracle, "--oracle", "digit"), flows=_named_paths(flow, "--flow", None),
+             overwrite=overwrite,
+             evaluation={k: v for k, v in {"vae": vae, "cvae": cvae, "autoencoder": autoencoder,
+                                           "classifier": classifier}.items() if v is not None})
     typer.echo(str(out))
 
 

@@ -86,59 +86,133 @@ def infer_digit(scm: SCM, x: torch.Tensor) -> torch.Tensor:
         return pred(x.to(scm.device), torch.zeros((), dtype=torch.long, device=scm.device)).argmax(1).cpu()
 
 
+def _parse_observed(scm: SCM, observed: dict[str, str], n: int) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, value in observed.items():
+        var = scm.graph.variables.get(name)
+        if var is None or var.kind == "image":
+            known = ", ".join(v for v in scm.graph.variables if v != scm.image_name)
+            raise DiffSCMError(f"unknown variable {name!r} in --observed (this model has: {known})")
+        try:
+            v = float(value)
+        except ValueError:
+            raise DiffSCMError(f"--observed {name}={value!r} is not a number") from None
+        var.check_value(v)
+        out[name] = torch.full((n,), int(v) if var.kind == "categorical" else v,
+                               dtype=torch.long if var.kind == "categorical" else torch.float32)
+    return out
+
+
+def _morpho_split(scm: SCM, split: str | None, index: str | None, data_dir: Path | None,
+                  notes: list[str]) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
+    from .data import morphomnist as mm
+
+    split = split or "test"
+    if split not in ("train", "test"):
+        raise DiffSCMError(f"unknown --split {split!r} for Morpho-MNIST (use train or test)")
+    if data_dir is not None:
+        from .train_setup import load_morpho_folder
+
+        x_all, attrs, _ = load_morpho_folder(data_dir, split)
+        idx = parse_index(index or "0:16", len(x_all))
+    else:
+        n_split = 60000 if split == "train" else 10000
+        idx = parse_index(index or "0:16", n_split)
+        notes.append(f"Morpho-MNIST {split} images regenerated from MNIST with DeepSCM's model, seed 0 (cached); "
+                     "pass --data-dir for another build")
+        x_all, attrs, _ = mm.load_split(split, seed=0, limit=int(idx.max()) + 1, progress=False)
+    obs = {k: torch.as_tensor(v[idx], dtype=torch.long if k == "digit" else torch.float32) for k, v in attrs.items()}
+    return x_all[idx], obs
+
+
 def load_factuals(scm: SCM, split: str | None, index: str | None, images: list[Path], observed: dict[str, str],
-                  data_dir: Path | None, notes: list[str]) -> tuple[np.ndarray, torch.Tensor]:
-    """Factual images (uint8) and digits from a split or the user's files."""
+                  data_dir: Path | None, notes: list[str]) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
+    """Factual images (uint8) and every attribute's factual value, from a split or the user's files.
+
+    For user images, attributes not given with ``--observed`` are inferred: the digit by the anti-causal predictor at
+    t = 0, thickness and intensity by the Morpho-MNIST morphometrics.
+    """
+    attr_names = [v for v in scm.graph.variables if v != scm.image_name]
     if images:
         shape = scm.image_mechanism.diffusion.image_shape
         if shape[0] != 1:
             raise DiffSCMError("--image supports one-channel models only")
         x_u8 = np.stack([load_user_image(p, shape[1:], notes) for p in images])
-        extra = set(observed) - {"digit"}
-        if extra:
-            raise DiffSCMError(f"unknown variable {sorted(extra)[0]!r} in --observed (this model has: digit)")
-        if "digit" in observed:
-            try:
-                d = float(observed["digit"])
-            except ValueError:
-                raise DiffSCMError(f"--observed digit={observed['digit']!r} is not a number") from None
-            scm.graph.variables["digit"].check_value(d)
-            digits = torch.full((len(images),), int(d), dtype=torch.long)
-        else:
-            digits = infer_digit(scm, to_model_range(x_u8))
-            notes.append("factual digit inferred by the anti-causal predictor at t=0: " + ",".join(map(str, digits.tolist())))
-        return x_u8, digits
+        obs = _parse_observed(scm, observed, len(images))
+        if "digit" in attr_names and "digit" not in obs:
+            obs["digit"] = infer_digit(scm, to_model_range(x_u8))
+            notes.append("factual digit inferred by the anti-causal predictor at t=0: " + ",".join(map(str, obs["digit"].tolist())))
+        measured = [n for n in attr_names if n not in obs and n in ("thickness", "intensity")]
+        if measured:
+            from .data import morphomnist as mm
+
+            vals = mm.measure_batch(x_u8[:, 0] if x_u8.ndim == 4 else x_u8, workers=1)
+            for n in measured:
+                v = vals[:, mm.METRIC_COLUMNS.index(n)]
+                var = scm.graph.variables[n]
+                obs[n] = torch.as_tensor(np.clip(v, var.low, var.high), dtype=torch.float32)
+            notes.append("factual " + ", ".join(measured) + " measured by the morphometrics: " + "; ".join(
+                ",".join(f"{x:.2f}" for x in obs[n].tolist()) for n in measured))
+        missing = [n for n in attr_names if n not in obs]
+        if missing:
+            raise DiffSCMError(f"give the factual value of {missing[0]} with --observed {missing[0]}=VALUE")
+        return x_u8, obs
     if observed:
         raise DiffSCMError("--observed goes with --image; split images carry their own labels")
-    x_all, y_all = load_mnist(split or "test", data_dir)
-    idx = parse_index(index or "0:16", len(x_all))
-    return x_all[idx], torch.as_tensor(y_all[idx])
+    if set(attr_names) == {"digit"}:
+        x_all, y_all = load_mnist(split or "test", data_dir)
+        idx = parse_index(index or "0:16", len(x_all))
+        return x_all[idx], {"digit": torch.as_tensor(y_all[idx])}
+    if set(attr_names) == {"digit", "thickness", "intensity"}:
+        return _morpho_split(scm, split, index, data_dir, notes)
+    raise DiffSCMError("this model has no built-in dataset: pass --image files with --observed values")
 
 
-
-
-def run_counterfactual(scm: SCM, x_u8: np.ndarray, digits: torch.Tensor, do_spec: dict[str, str],
+def run_counterfactual(scm: SCM, x_u8: np.ndarray, observed: dict[str, torch.Tensor], do_spec: dict[str, str],
                        opts: InferenceOptions, out: Path, progress: bool = True) -> dict:
     """Compute counterfactuals and write ``grid.png``, ``counterfactuals.npz`` and ``options.json`` to ``out``."""
-    observed = {"digit": digits}
+    if isinstance(observed, torch.Tensor):          # digit-only callers
+        observed = {"digit": observed}
     do = resolve_do(scm, do_spec, observed, opts.seed)
     x = to_model_range(x_u8)
     t0 = time.time()
     res = scm.counterfactual({scm.image_name: x, **observed}, do, opts, progress=progress)
     elapsed = time.time() - t0
     cf = from_model_range(res[scm.image_name])
-    target = res["digit"].numpy().astype(np.int64)
     summary = {"n": int(len(x_u8)), "seconds": round(elapsed, 2), "images_per_s": round(len(x_u8) / elapsed, 3)}
-    if scm.oracle is not None:
+    arrays = {"factual": x_u8, "counterfactual": cf}
+    for name, v in observed.items():
+        arrays[name] = v.numpy()
+        arrays[f"{name}_cf"] = res[name].numpy()
+    if "digit" in observed:
+        arrays["digit"] = observed["digit"].numpy().astype(np.int64)
+        arrays["target"] = res["digit"].numpy().astype(np.int64)
+    if scm.oracle is not None and "digit" in res:
         with torch.inference_mode():
             pred = scm.oracle(res[scm.image_name].to(scm.device)).argmax(1).cpu().numpy()
-        summary["oracle_effectiveness"] = float((pred == target).mean())
+        summary["oracle_effectiveness"] = float((pred == arrays["target"]).mean())
+    measured = [n for n in observed if n in ("thickness", "intensity")]
+    if measured:
+        from .data import morphomnist as mm
+
+        vals = mm.measure_batch(cf[:, 0] if cf.ndim == 4 else cf, workers=1)
+        for n in measured:
+            got = vals[:, mm.METRIC_COLUMNS.index(n)]
+            arrays[f"{n}_measured"] = got
+            summary[f"{n}_mae_measured"] = round(float(np.nanmean(np.abs(got - res[n].numpy()))), 4)
+
+    def label(i: int) -> str:
+        parts = []
+        for name in observed:
+            a, b = observed[name][i].item(), res[name][i].item()
+            if a != b:
+                parts.append(f"{name[0]}{a:.3g}>{b:.3g}" if name != "digit" else f"{int(a)}>{int(b)}")
+        return " ".join(parts) or "="
 
     def files(tmp: Path) -> None:
-        np.savez_compressed(tmp / "counterfactuals.npz", factual=x_u8, counterfactual=cf,
-                            digit=digits.numpy().astype(np.int64), target=target)
-        labels = [f"{d}>{t}" for d, t in zip(digits.tolist(), target.tolist())]
-        save_grid([("factual", x_u8), ("counterfact.", cf)], tmp / "grid.png", col_labels=labels)
+        np.savez_compressed(tmp / "counterfactuals.npz", **arrays)
+        save_grid([("factual", x_u8), ("counterfact.", cf)], tmp / "grid.png",
+                  col_labels=[label(i) for i in range(len(x_u8))])
         (tmp / "options.json").write_text(json.dumps({"do": do_spec, "options": opts.__dict__, "summary": summary},
                                                      indent=2) + "\n")
 

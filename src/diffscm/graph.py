@@ -10,6 +10,18 @@ from .errors import DiffSCMError
 
 KINDS = ("categorical", "continuous", "image")
 
+MNIST_GRAPH = {"variables": [
+    {"name": "digit", "kind": "categorical", "num_classes": 10, "parents": []},
+    {"name": "image", "kind": "image", "parents": ["digit"]},
+]}
+# Morpho-MNIST (DeepSCM): thickness -> intensity; digit, thickness, intensity -> image
+MORPHO_GRAPH = {"variables": [
+    {"name": "digit", "kind": "categorical", "num_classes": 10, "parents": []},
+    {"name": "thickness", "kind": "continuous", "low": 0.5, "high": 7.0, "parents": []},
+    {"name": "intensity", "kind": "continuous", "low": 64.0, "high": 255.0, "parents": ["thickness"]},
+    {"name": "image", "kind": "image", "parents": ["digit", "thickness", "intensity"]},
+]}
+
 
 @dataclass(frozen=True)
 class Variable:
@@ -50,8 +62,13 @@ class CausalGraph:
         """Build from ``{"variables": [{"name", "kind", "parents", ...}, ...]}``."""
         try:
             items = spec["variables"]
+            if not isinstance(items, list):
+                raise TypeError("'variables' must be a list")
             variables = {}
             for v in items:
+                unknown = set(v) - {"name", "kind", "parents", "num_classes", "low", "high"}
+                if unknown:
+                    raise DiffSCMError(f"variable {v.get('name', '?')!r} has unknown field(s): {', '.join(sorted(unknown))}")
                 var = Variable(name=v["name"], kind=v["kind"], parents=tuple(v.get("parents", ())),
                                num_classes=v.get("num_classes"), low=v.get("low"), high=v.get("high"))
                 if var.name in variables:
@@ -62,11 +79,31 @@ class CausalGraph:
         return cls(variables)
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "CausalGraph":
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except json.JSONDecodeError as exc:
-            raise DiffSCMError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    def from_file(cls, path: str | Path) -> "CausalGraph":
+        """Read a graph from a ``.json``, ``.yaml`` or ``.yml`` file (same schema as :meth:`from_dict`)."""
+        path = Path(path)
+        if not path.exists():
+            raise DiffSCMError(f"graph file {path} does not exist")
+        text = path.read_text()
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            try:
+                spec = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                where = f" at line {mark.line + 1}" if mark is not None else ""
+                raise DiffSCMError(f"{path} is not valid YAML{where}") from None
+        else:
+            try:
+                spec = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise DiffSCMError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(spec, dict):
+            raise DiffSCMError(f"{path} must hold a mapping with a 'variables' list")
+        return cls.from_dict(spec)
+
+    from_json = from_file
 
     def to_dict(self) -> dict:
         out = []
@@ -82,6 +119,8 @@ class CausalGraph:
                 raise DiffSCMError(f"variable {v.name!r} has unknown kind {v.kind!r} (use {', '.join(KINDS)})")
             if v.kind == "categorical" and (not isinstance(v.num_classes, int) or v.num_classes < 2):
                 raise DiffSCMError(f"categorical variable {v.name!r} needs num_classes >= 2")
+            if v.kind == "continuous" and v.low is not None and v.high is not None and not v.low < v.high:
+                raise DiffSCMError(f"continuous variable {v.name!r} needs low < high, got [{v.low}, {v.high}]")
             if v.kind == "image" and not v.parents:
                 raise DiffSCMError(f"image variable {v.name!r} needs at least one parent")
             for p in v.parents:

@@ -6,13 +6,9 @@ import shutil
 from pathlib import Path
 
 from .errors import DiffSCMError
-from .graph import CausalGraph
+from .graph import MNIST_GRAPH, CausalGraph
 from .models.io import CONFIG_NAME, WEIGHTS_NAME, atomic_write_dir, load_config
 
-MNIST_GRAPH = {"variables": [
-    {"name": "digit", "kind": "categorical", "num_classes": 10, "parents": []},
-    {"name": "image", "kind": "image", "parents": ["digit"]},
-]}
 
 
 def training_summary(ckpt: Path) -> dict | None:
@@ -35,28 +31,54 @@ def training_summary(ckpt: Path) -> dict | None:
 EVAL_KINDS = {"vae": "vae", "cvae": "vae", "autoencoder": "vae", "classifier": "classifier"}
 
 
-def pack_mnist_scm(out: Path, diffusion: Path, predictor: Path, oracle: Path | None, defaults: dict,
-                   overwrite: bool = False, extra_files: dict[str, str] | None = None,
-                   evaluation: dict[str, Path] | None = None) -> None:
-    """Copy weights + configs of each model and write ``scm.json`` for digit -> image.
+def pack_scm(out: Path, graph: dict, diffusion: Path, predictors: dict[str, Path], defaults: dict,
+             oracles: dict[str, Path] | None = None, flows: dict[str, Path] | None = None, overwrite: bool = False,
+             extra_files: dict[str, str] | None = None, evaluation: dict[str, Path] | None = None) -> None:
+    """Copy weights + configs of each model and write ``scm.json``.
 
-    ``evaluation`` adds the harness's models (``vae`` for CLD; ``cvae``, ``autoencoder``, ``classifier`` for the
-    baselines) under ``eval/``.
+    ``predictors``: one noise-aware predictor per image parent; ``flows``: the mechanism of each continuous
+    attribute; ``oracles``: clean-image classifier/regressors for evaluation; ``evaluation``: the harness's models
+    (``vae`` for CLD; ``cvae``, ``autoencoder``, ``classifier`` for the baselines) under ``eval/``.
     """
     if Path(out).exists() and not overwrite:
         raise DiffSCMError(f"{out} already exists; pass --overwrite")
-    parts = {"diffusion": (diffusion, "diffusion"), "predictor": (predictor, "predictor")}
-    if oracle is not None:
-        parts["oracle"] = (oracle, "oracle")
+    g = CausalGraph.from_dict(graph)
+    oracles, flows = oracles or {}, flows or {}
+    image_parents = set(g.image.parents)
+    for name in predictors:
+        if name not in image_parents:
+            raise DiffSCMError(f"predictor {name!r} is not a parent of the image ({', '.join(g.image.parents)})")
+    for v in g.variables.values():
+        if v.kind == "continuous" and v.name not in flows:
+            raise DiffSCMError(f"continuous variable {v.name!r} needs a flow (--flow {v.name}=DIR)")
+    for name in flows:
+        if name not in g.variables or g.variables[name].kind != "continuous":
+            raise DiffSCMError(f"flow {name!r} is not a continuous variable of the graph")
+    single = len(predictors) == 1 and not flows and len(oracles) <= 1
+    parts = {"diffusion": (diffusion, "diffusion")}
+    pred_dirs, oracle_dirs, flow_dirs = {}, {}, {}
+    for name, src in predictors.items():
+        pred_dirs[name] = "predictor" if single else f"predictors/{name}"
+        parts[pred_dirs[name]] = (src, "predictor")
+    for name, src in oracles.items():
+        oracle_dirs[name] = "oracle" if single else f"oracles/{name}"
+        parts[oracle_dirs[name]] = (src, "oracle" if g.variables[name].kind == "categorical" else "regressor")
+    for name, src in flows.items():
+        flow_dirs[name] = f"flows/{name}"
+        parts[flow_dirs[name]] = (src, "flow")
     for name, src in (evaluation or {}).items():
         if name not in EVAL_KINDS:
             raise DiffSCMError(f"unknown evaluation model {name!r} (expected {', '.join(EVAL_KINDS)})")
         parts[f"eval/{name}"] = (src, EVAL_KINDS[name])
     for _, (src, kind) in parts.items():
         load_config(src, expected_kind=kind)
-    CausalGraph.from_dict(MNIST_GRAPH)
-    cfg = {"graph": MNIST_GRAPH, "image": {"diffusion": "diffusion", "predictors": {"digit": "predictor"}},
-           "defaults": defaults, "oracle": "oracle" if oracle is not None else None}
+    cfg = {"graph": graph, "image": {"diffusion": "diffusion", "predictors": pred_dirs}, "defaults": defaults}
+    if flow_dirs:
+        cfg["attributes"] = flow_dirs
+    if single:
+        cfg["oracle"] = oracle_dirs.get(next(iter(predictors)), None) if oracles else None
+    else:
+        cfg["oracles"] = oracle_dirs
     if evaluation:
         cfg["evaluation"] = {name: f"eval/{name}" for name in evaluation}
 
@@ -73,3 +95,12 @@ def pack_mnist_scm(out: Path, diffusion: Path, predictor: Path, oracle: Path | N
             (tmp / fname).write_text(text)
 
     atomic_write_dir(out, write)
+
+
+def pack_mnist_scm(out: Path, diffusion: Path, predictor: Path, oracle: Path | None, defaults: dict,
+                   overwrite: bool = False, extra_files: dict[str, str] | None = None,
+                   evaluation: dict[str, Path] | None = None) -> None:
+    """digit -> image SCM folder (see :func:`pack_scm`)."""
+    pack_scm(out, MNIST_GRAPH, diffusion, {"digit": predictor}, defaults,
+             oracles={"digit": oracle} if oracle is not None else None, overwrite=overwrite,
+             extra_files=extra_files, evaluation=evaluation)

@@ -12,16 +12,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .errors import DiffSCMError
 from .graph import CausalGraph
 from .mechanisms import DiffusionImageMechanism, InferenceOptions, RootCategorical
-from .models import DiffusionModel, NoiseAwarePredictor, Oracle
+from .models import AttributeFlow, DiffusionModel, NoiseAwarePredictor, Oracle, load_model
 
 SCM_CONFIG = "scm.json"
-PRETRAINED = ("mnist",)
+PRETRAINED = ("mnist", "morphomnist")
 
 
 @dataclass
@@ -42,6 +43,7 @@ class SCM:
         self.attribute_mechanisms = attributes or {}
         self.defaults = defaults or InferenceOptions()
         self.oracle = oracle
+        self.oracles: dict = {"digit": oracle} if oracle is not None else {}
         self.path = path
         for v in graph.variables.values():
             if v.kind != "image" and v.name not in self.attribute_mechanisms:
@@ -78,8 +80,51 @@ class SCM:
         for name, p in predictors.items():
             if p.config.get("schedule", "linear") != diffusion.config["schedule"]:
                 raise DiffSCMError(f"predictor {name!r} was trained on another noise schedule than the diffusion model")
-        oracle = Oracle.from_pretrained(path / cfg["oracle"], device) if cfg.get("oracle") else None
-        return cls(graph, DiffusionImageMechanism(diffusion, predictors), defaults=defaults, oracle=oracle, path=path)
+        oracles = {}
+        for name, rel in (cfg.get("oracles") or {}).items():
+            oracles[name] = load_model(path / rel, device)
+        if cfg.get("oracle"):
+            oracles[graph.image.parents[0]] = Oracle.from_pretrained(path / cfg["oracle"], device)
+        flows = {k: AttributeFlow.from_pretrained(path / v, device) for k, v in (cfg.get("attributes") or {}).items()}
+        scm = cls(graph, DiffusionImageMechanism(diffusion, predictors), attributes=flows, defaults=defaults,
+                  oracle=oracles.get("digit"), path=path)
+        scm.oracles = oracles
+        return scm
+
+    def fit_attributes(self, table: dict[str, np.ndarray], steps: int = 2000, batch_size: int = 256, lr: float = 3e-3,
+                       seed: int = 0) -> dict[str, float]:
+        """Fit a conditional flow for every continuous attribute from an attribute table (name -> values).
+
+        Returns each flow's final mean negative log-likelihood (standardised units). For checkpointed training
+        use ``diffscm train flow``.
+        """
+        from .train_setup import cond_spec
+
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        nll = {}
+        for name in self.graph.topological_order():
+            var = self.graph.variables[name]
+            if var.kind != "continuous":
+                continue
+            values = torch.as_tensor(np.asarray(table[name]), dtype=torch.float32)
+            probe = AttributeFlow({"target": name, "low": var.low, "high": var.high})
+            y = probe.unconstrain(values)
+            flow = AttributeFlow({"target": name, "low": var.low, "high": var.high, "mean": float(y.mean()),
+                                  "std": float(y.std()) + 1e-8, "parents": cond_spec(self.graph, var.parents, table)})
+            pa = {p: torch.as_tensor(np.asarray(table[p])) for p in var.parents}
+            opt = torch.optim.Adam(flow.parameters(), lr=lr)
+            for _ in range(steps):
+                idx = torch.randint(len(values), (batch_size,), generator=gen)
+                loss = -flow.log_prob(values[idx], {p: v[idx] for p, v in pa.items()}).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            flow.eval()
+            with torch.no_grad():
+                nll[name] = float(-flow.log_prob(values, pa).mean())
+            self.attribute_mechanisms[name] = flow.to(self.device)
+        return nll
 
     def options(self, **overrides) -> InferenceOptions:
         """The SCM's default inference options with ``overrides`` (``None`` values ignored)."""
@@ -159,6 +204,13 @@ def batch_generator(device: torch.device, seed: int, batch_index: int) -> torch.
 def abduct(scm: SCM, observed: dict[str, torch.Tensor], opts: InferenceOptions,
            callback: Callable[[int], None] | None = None) -> Exogenous:
     """Abduction: exogenous noise of each attribute by inverting its mechanism; the image's by DDIM inversion."""
+    attrs = abduct_attributes(scm, observed)
+    u = scm.image_mechanism.abduct(observed[scm.image_name], opts, callback)
+    return Exogenous(attrs, u)
+
+
+def abduct_attributes(scm: SCM, observed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Exogenous noise of every attribute, exactly, by inverting its mechanism (a flow, or identity for a root)."""
     attrs = {}
     for name in scm.graph.topological_order():
         var = scm.graph.variables[name]
@@ -166,8 +218,7 @@ def abduct(scm: SCM, observed: dict[str, torch.Tensor], opts: InferenceOptions,
             continue
         parents = {p: observed[p] for p in var.parents}
         attrs[name] = scm.attribute_mechanisms[name].abduct(observed[name], parents)
-    u = scm.image_mechanism.abduct(observed[scm.image_name], opts, callback)
-    return Exogenous(attrs, u)
+    return attrs
 
 
 def act(scm: SCM, observed: dict[str, torch.Tensor], noise: Exogenous,

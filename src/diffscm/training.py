@@ -193,18 +193,50 @@ def predictor_loss(model: NoiseAwarePredictor, alphas_cumprod: torch.Tensor):
 def oracle_loss(model: Oracle, max_shift: int = 2):
     """Cross-entropy on clean images with random shifts of up to ``max_shift`` pixels."""
     def loss(x0, y, gen):
-        if max_shift:
-            pad = F.pad(x0, [max_shift] * 4, value=-1.0)
-            dx, dy = (int(v) for v in torch.randint(2 * max_shift + 1, (2,), generator=gen, device=x0.device))
-            x0 = pad[:, :, dy:dy + x0.shape[2], dx:dx + x0.shape[3]]
-        return F.cross_entropy(model(x0), y)
+        return F.cross_entropy(model(_shifted(x0, max_shift, gen)), y)
     return loss
+
+
+def regression_oracle_loss(model, max_shift: int = 2):
+    """MSE of the standardised attribute from clean images (random shifts keep thickness and intensity)."""
+    def loss(x0, y, gen):
+        z = (y.float() - model.config["target_mean"]) / model.config["target_std"]
+        return F.mse_loss(model(_shifted(x0, max_shift, gen)), z)
+    return loss
+
+
+def _shifted(x0: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    if not max_shift:
+        return x0
+    pad = F.pad(x0, [max_shift] * 4, value=-1.0)
+    dx, dy = (int(v) for v in torch.randint(2 * max_shift + 1, (2,), generator=gen, device=x0.device))
+    return pad[:, :, dy:dy + x0.shape[2], dx:dx + x0.shape[3]]
+
+
+def flow_loss(model, parent_names: list[str]):
+    """Negative log-likelihood of an attribute flow; ``y`` holds the parents' values column by column."""
+    def loss(v, y, gen):
+        return -model.log_prob(v, {n: y[:, j] for j, n in enumerate(parent_names)}).mean()
+    return loss
+
+
+def load_init(model: torch.nn.Module, path: str | Path) -> dict:
+    """Copy every tensor of the checkpoint at ``path`` whose name and shape match into ``model``."""
+    from .models.io import load_tensors
+
+    src = load_tensors(path)
+    own = model.state_dict()
+    loaded = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
+    if not loaded:
+        raise DiffSCMError(f"--init {path}: no tensor matches this model")
+    model.load_state_dict(loaded, strict=False)
+    return {"from": str(path), "tensors": len(loaded), "skipped": sorted(set(own) - set(loaded))}
 
 
 def vae_loss(model):
     """Negative ELBO (or reconstruction BCE of an autoencoder) of :class:`diffscm.models.VAE`; labels condition a cVAE."""
     def loss(x0, y, gen):
-        return model.loss(x0, y if model.config["num_classes"] else None, gen)
+        return model.loss(x0, y if model.conditional else None, gen)
     return loss
 
 

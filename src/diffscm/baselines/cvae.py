@@ -12,7 +12,7 @@ class CVAEMethod:
     name = "cvae"
 
     def __init__(self, cvae: VAE, batch_size: int = 500):
-        if not cvae.config["num_classes"]:
+        if not cvae.conditional:
             raise ValueError("the cVAE baseline needs a conditional VAE (num_classes > 0)")
         self.model, self.batch_size = cvae.eval(), batch_size
 

@@ -32,10 +32,14 @@ def pairwise_kl(mu_a: torch.Tensor, logvar_a: torch.Tensor, mu_b: torch.Tensor, 
 
 def cld_per_image(div: np.ndarray, s_cf: list[np.ndarray], s_f: list[np.ndarray],
                   w1: float = 0.8, w2: float = 0.2) -> np.ndarray:
-    """CLD of each factual/counterfactual pair from its divergence and its two sets of real-pair divergences."""
+    """CLD of each factual/counterfactual pair from its divergence and its two sets of real-pair divergences
+    (NaN where a set is empty: no real image has that parent value)."""
     div = np.asarray(div, dtype=np.float64)
     out = np.empty(len(div))
     for i, d in enumerate(div):
+        if len(s_cf[i]) == 0 or len(s_f[i]) == 0:
+            out[i] = np.nan
+            continue
         p1 = float(np.mean(np.asarray(s_cf[i]) <= d))
         p2 = float(np.mean(np.asarray(s_f[i]) >= d))
         out[i] = np.log(w1 * np.exp(p1) + w2 * np.exp(p2))

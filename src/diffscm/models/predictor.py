@@ -118,7 +118,23 @@ class Oracle(Pretrained):
         return self.head(self.features(x))
 
 
-_KINDS = {cls.kind: cls for cls in (NoiseAwarePredictor, Oracle)}
+class RegressionOracle(Oracle):
+    """Clean-image CNN regressor of one continuous attribute (evaluation only); outputs the value in its units."""
+
+    kind = "regressor"
+
+    def __init__(self, config: dict):
+        super().__init__({"target": "thickness", "target_mean": 0.0, "target_std": 1.0, **config, "num_classes": 1})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardised prediction (N,)."""
+        return self.head(self.features(x)).squeeze(1)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self(x) * self.config["target_std"] + self.config["target_mean"]
+
+
+_KINDS = {cls.kind: cls for cls in (NoiseAwarePredictor, Oracle, RegressionOracle)}
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu"):
@@ -127,7 +143,10 @@ def load_model(path: str | Path, device: torch.device | str = "cpu"):
 
     from .vae import VAE, Classifier
 
-    kinds = {**_KINDS, DiffusionModel.kind: DiffusionModel, VAE.kind: VAE, Classifier.kind: Classifier}
+    from .flow import AttributeFlow
+
+    kinds = {**_KINDS, DiffusionModel.kind: DiffusionModel, VAE.kind: VAE, Classifier.kind: Classifier,
+             AttributeFlow.kind: AttributeFlow}
     kind = load_config(path)["kind"]
     if kind not in kinds:
         raise DiffSCMError(f"checkpoint {path} has unknown kind {kind!r}")

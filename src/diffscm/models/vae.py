@@ -22,10 +22,11 @@ class VAE(Pretrained):
     kind = "vae"
 
     def __init__(self, config: dict):
-        config = {"latent": 16, "num_classes": 0, "variational": True, "channels": [32, 64], "in_channels": 1, **config}
+        config = {"latent": 16, "num_classes": 0, "variational": True, "channels": [32, 64], "in_channels": 1,
+                  "cond": None, **config}
         super().__init__(config)
         c1, c2 = config["channels"]
-        k, cin = config["num_classes"], config["in_channels"]
+        k, cin = self.cond_dim, config["in_channels"]
         self.enc = nn.Sequential(
             nn.Conv2d(cin + k, c1, 4, 2, 1), nn.SiLU(),      # 14×14
             nn.Conv2d(c1, c2, 4, 2, 1), nn.SiLU(),           # 7×7
@@ -36,13 +37,36 @@ class VAE(Pretrained):
             nn.ConvTranspose2d(c2, c1, 4, 2, 1), nn.SiLU(),  # 14×14
             nn.ConvTranspose2d(c1, cin, 4, 2, 1))           # 28×28 logits
 
+    @property
+    def cond_dim(self) -> int:
+        spec = self.config["cond"]
+        if spec:
+            return sum(p["num_classes"] if p["kind"] == "categorical" else 1 for p in spec)
+        return self.config["num_classes"]
+
+    @property
+    def conditional(self) -> bool:
+        return self.cond_dim > 0
+
     def _onehot(self, y: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor | None:
-        k = self.config["num_classes"]
-        if not k:
+        """Condition vector: one-hot digit, or for ``cond`` specs one-hot categorical + standardised continuous
+        columns of ``y`` (N, len(cond))."""
+        if not self.conditional:
             return None
         if y is None:
             raise ValueError("a conditional VAE needs labels")
-        return F.one_hot(y.long().to(ref.device), k).to(ref.dtype)
+        y = y.to(ref.device)
+        spec = self.config["cond"]
+        if not spec:
+            return F.one_hot(y.long(), self.config["num_classes"]).to(ref.dtype)
+        y = y.view(y.shape[0], -1)
+        cols = []
+        for j, p in enumerate(spec):
+            if p["kind"] == "categorical":
+                cols.append(F.one_hot(y[:, j].long(), p["num_classes"]).to(ref.dtype))
+            else:
+                cols.append(((y[:, j].to(ref.dtype) - p["mean"]) / p["std"]).view(-1, 1))
+        return torch.cat(cols, dim=1)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance of q(z | x[, y]) (log-variance is −inf-free zeros for an autoencoder)."""

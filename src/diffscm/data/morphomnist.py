@@ -1,0 +1,378 @@
+"""Morpho-MNIST (Castro et al., 2019) regenerated from real MNIST: morphometrics, perturbations, DeepSCM's data model.
+
+* :func:`measure` — thickness, intensity, slant, width, height, length, area of an image (upsampled ×4, binarised at
+  min + ½(max − min), skeleton + Euclidean distance transform);
+* :func:`set_thickness` — dilate/erode the ×16-upsampled binary digit with a disk to reach a stroke thickness;
+* :func:`set_intensity` — rescale so the median foreground intensity becomes ``i`` (0–255);
+* :func:`sample_attributes` — DeepSCM's model t = 0.5 + Gamma(10, rate 5), i = 64 + 191·σ(n), n ~ N(2(t − 2.5), 0.5);
+* :func:`render` / :func:`true_counterfactual` — the generator itself, so true counterfactual images are computable;
+* :func:`build_split` — the dataset (cached, resumable, all cores), optionally with the community (t, i) values.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage, signal
+from skimage import morphology, transform
+
+from ..errors import DiffSCMError
+
+THRESHOLD = 0.5
+MEASURE_SCALE = 4
+PERTURB_SCALE = 16
+BOUND_FRAC = 0.02
+METRIC_COLUMNS = ("thickness", "intensity", "slant", "width", "height", "length", "area")
+ATTRIBUTE_COLUMNS = ("index", "digit", "thickness", "intensity")
+COMMUNITY_CSV = {"train": "train-morpho.csv", "test": "t10k-morpho.csv"}
+GENERATOR_VERSION = 1
+
+
+class Morphology:
+    """Binary morphology of a grayscale image at ``scale`` × resolution (bicubic pyramid upsampling)."""
+
+    def __init__(self, image: np.ndarray, scale: int = MEASURE_SCALE, threshold: float = THRESHOLD):
+        img = np.asarray(image, dtype=np.float64)
+        if img.ndim != 2:
+            raise DiffSCMError(f"expected one 2-D image, got shape {img.shape}")
+        self.scale = scale
+        self.hires = transform.pyramid_expand(img, upscale=scale, order=3) if scale > 1 else img
+        lo, hi = self.hires.min(), self.hires.max()
+        self.binary = self.hires > lo + threshold * (hi - lo)
+        self.distance = ndimage.distance_transform_edt(self.binary)
+        self.skeleton = morphology.skeletonize(self.binary)
+
+    @property
+    def thickness(self) -> float:
+        """Mean stroke thickness in original pixels: 2 · mean(distance on the skeleton) / scale."""
+        if not self.skeleton.any():
+            return float("nan")
+        return float(2.0 * self.distance[self.skeleton].mean() / self.scale)
+
+    def downscale(self, hires: np.ndarray) -> np.ndarray:
+        return transform.pyramid_reduce(np.asarray(hires, dtype=np.float64), downscale=self.scale, order=1)
+
+
+def intensity(image: np.ndarray) -> float:
+    """Median of the pixels at or above min + ½(max − min) (on the image's own scale, 0–255 for uint8)."""
+    img = np.asarray(image, dtype=np.float64)
+    lo, hi = img.min(), img.max()
+    return float(np.median(img[img >= lo + THRESHOLD * (hi - lo)]))
+
+
+def _shape_metrics(m: Morphology) -> dict[str, float]:
+    ys, xs = np.nonzero(m.binary)
+    if len(xs) < 2:
+        return {"slant": float("nan"), "width": float("nan"), "height": float("nan")}
+    yc, xc = ys - ys.mean(), xs - xs.mean()
+    mu02, mu11 = (yc ** 2).mean(), (xc * yc).mean()
+    shear = mu11 / mu02                      # x ≈ shear · y: the digit's lean
+    xd = xc - shear * yc                     # deslanted columns
+    q = (BOUND_FRAC, 1 - BOUND_FRAC)
+    x0, x1 = np.quantile(xd, q)
+    y0, y1 = np.quantile(yc, q)
+    return {"slant": float(np.arctan(-shear)), "width": float((x1 - x0) / m.scale), "height": float((y1 - y0) / m.scale)}
+
+
+def measure(image: np.ndarray, scale: int = MEASURE_SCALE) -> dict[str, float]:
+    """Morphometrics of one image: thickness/width/height/length in pixels, area in px², slant in radians."""
+    m = Morphology(image, scale)
+    out = {"thickness": m.thickness, "intensity": intensity(image)}
+    out.update(_shape_metrics(m))
+    out["length"] = float(m.skeleton.sum() / scale)
+    out["area"] = float(m.binary.sum() / scale ** 2)
+    return out
+
+
+@lru_cache(maxsize=None)
+def _disk(radius: int, scale: int) -> np.ndarray:
+    """Structuring element of radius ``radius`` (hires px): the support of a ×``scale`` disk pyramid-reduced, as in
+    DeepSCM's ``SetThickness`` (slightly rounder and larger than ``skimage.morphology.disk``)."""
+    d = transform.pyramid_reduce(morphology.disk(scale * radius, dtype=np.float64), downscale=scale, order=1)
+    return d > 0
+
+
+def _dilate(binary: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    return signal.fftconvolve(binary.astype(np.float32), footprint.astype(np.float32), mode="same") > 0.5
+
+
+def _erode(binary: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    # outside the image counts as background, as in scipy.ndimage.binary_erosion's default
+    conv = signal.fftconvolve(binary.astype(np.float32), footprint.astype(np.float32), mode="same")
+    return conv > footprint.sum() - 0.5
+
+
+def set_thickness(image: np.ndarray, target: float, scale: int = PERTURB_SCALE) -> np.ndarray:
+    """Thin or thicken the stroke to mean thickness ``target`` (px); returns a float image in [0, 1].
+
+    The ×``scale`` binary digit is dilated or eroded with a disk of radius ⌊scale·|Δ|/2⌋ hires pixels (Δ = target −
+    measured thickness), then pyramid-downscaled — DeepSCM's procedure; morphology by FFT convolution for speed.
+    """
+    if not np.isfinite(target) or target <= 0:
+        raise DiffSCMError(f"thickness must be a positive number, got {target}")
+    m = Morphology(image, scale)
+    delta = target - m.thickness
+    radius = int(scale * abs(delta) / 2.0) if np.isfinite(delta) else 0
+    if radius == 0:
+        hires = m.binary
+    elif delta > 0:
+        hires = _dilate(m.binary, _disk(radius, scale))
+    else:
+        hires = _erode(m.binary, _disk(radius, scale))
+    return np.clip(m.downscale(hires.astype(np.float64)), 0.0, 1.0)
+
+
+def set_intensity(image: np.ndarray, target: float) -> np.ndarray:
+    """Scale ``image`` so its median foreground intensity is ``target``; clip to 0..255 (float)."""
+    if not np.isfinite(target) or not 0 < target <= 255:
+        raise DiffSCMError(f"intensity must lie in (0, 255], got {target}")
+    img = np.asarray(image, dtype=np.float64)
+    ref = intensity(img)
+    if ref <= 0:
+        return np.zeros_like(img)
+    return np.clip(img * (target / ref), 0.0, 255.0)
+
+
+def render(digit_image: np.ndarray, thickness: float, intensity_value: float) -> np.ndarray:
+    """The Morpho-MNIST generator: intensity-rescale(set_thickness(MNIST digit, t), i) as uint8 (truncated, as DeepSCM)."""
+    return set_intensity(set_thickness(digit_image, thickness), intensity_value).astype(np.uint8)
+
+
+def intensity_from_noise(thickness, noise):
+    """i = 64 + 191 · σ(2(t − 2.5) + n), with n the (zero-mean) exogenous deviation."""
+    return 64.0 + 191.0 / (1.0 + np.exp(-(2.0 * (np.asarray(thickness, dtype=np.float64) - 2.5) + noise)))
+
+
+def intensity_noise(thickness, intensity_value):
+    """The abducted deviation e = logit((i − 64)/191) − 2(t − 2.5) of the data model."""
+    p = (np.asarray(intensity_value, dtype=np.float64) - 64.0) / 191.0
+    p = np.clip(p, 1e-9, 1 - 1e-9)
+    return np.log(p / (1 - p)) - 2.0 * (np.asarray(thickness, dtype=np.float64) - 2.5)
+
+
+def sample_attributes(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """DeepSCM's model: t = 0.5 + Gamma(shape 10, rate 5); n ~ N(2(t − 2.5), 0.5); i = 64 + 191·σ(n)."""
+    t = 0.5 + rng.gamma(10.0, 1.0 / 5.0, size=n)
+    noise = rng.normal(0.0, 0.5, size=n)
+    return t, intensity_from_noise(t, noise)
+
+
+def true_counterfactual_values(thickness, intensity_value, do_thickness=None, do_intensity=None):
+    """Counterfactual (t', i') under do(t) and/or do(i): i' keeps the factual's abducted deviation unless set."""
+    t = np.asarray(thickness, dtype=np.float64)
+    i = np.asarray(intensity_value, dtype=np.float64)
+    t_new = t if do_thickness is None else np.broadcast_to(np.asarray(do_thickness, dtype=np.float64), t.shape)
+    if do_intensity is not None:
+        i_new = np.broadcast_to(np.asarray(do_intensity, dtype=np.float64), t.shape)
+    elif do_thickness is not None:
+        i_new = intensity_from_noise(t_new, intensity_noise(t, i))
+    else:
+        i_new = i
+    return np.array(t_new), np.array(i_new)
+
+
+def _render_many(args) -> np.ndarray:
+    digits, t, i = args
+    return np.stack([render(d, a, b) for d, a, b in zip(digits, t, i)]) if len(digits) else np.zeros((0, 28, 28), np.uint8)
+
+
+def _measure_many(images) -> np.ndarray:
+    rows = []
+    for im in images:
+        m = measure(im)
+        rows.append([m[c] for c in METRIC_COLUMNS])
+    return np.array(rows, dtype=np.float64).reshape(-1, len(METRIC_COLUMNS))
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def _parallel(fn, jobs: list, workers: int, progress: bool, label: str, sizes: list[int]) -> list:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    out = [None] * len(jobs)
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), disable=not progress) as bar:
+        task = bar.add_task(label, total=sum(sizes))
+        if workers <= 1:
+            for k, job in enumerate(jobs):
+                out[k] = fn(job)
+                bar.advance(task, sizes[k])
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                futures = {pool.submit(fn, job): k for k, job in enumerate(jobs)}
+                from concurrent.futures import as_completed
+
+                for fut in as_completed(futures):
+                    k = futures[fut]
+                    out[k] = fut.result()
+                    bar.advance(task, sizes[k])
+    return out
+
+
+def render_batch(digits: np.ndarray, thickness: np.ndarray, intensity_value: np.ndarray, workers: int | None = None,
+                 progress: bool = False, chunk: int = 250) -> np.ndarray:
+    """:func:`render` over many images on ``workers`` processes (uint8 N×28×28)."""
+    n = len(digits)
+    workers = workers or default_workers()
+    starts = list(range(0, n, chunk))
+    jobs = [(digits[s:s + chunk], thickness[s:s + chunk], intensity_value[s:s + chunk]) for s in starts]
+    parts = _parallel(_render_many, jobs, workers, progress, "render", [len(j[0]) for j in jobs])
+    return np.concatenate(parts) if parts else np.zeros((0, 28, 28), np.uint8)
+
+
+def measure_batch(images: np.ndarray, workers: int | None = None, progress: bool = False, chunk: int = 250) -> np.ndarray:
+    """Morphometrics of many images, columns :data:`METRIC_COLUMNS` (N×7 float64), on ``workers`` processes."""
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise DiffSCMError(f"expected images of shape (N, H, W), got {images.shape}")
+    workers = workers or default_workers()
+    jobs = [images[s:s + chunk] for s in range(0, len(images), chunk)]
+    parts = _parallel(_measure_many, jobs, workers, progress, "measure", [len(j) for j in jobs])
+    return np.concatenate(parts) if parts else np.zeros((0, len(METRIC_COLUMNS)))
+
+
+# ------------------------------------------------------------------ dataset
+
+def read_community_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(thickness, intensity) per image from a community ``*-morpho.csv`` (columns index, thickness, intensity)."""
+    path = Path(path)
+    if not path.exists():
+        raise DiffSCMError(f"{path} does not exist")
+    try:
+        with path.open() as f:
+            rows = list(csv.DictReader(f))
+        idx = np.array([int(r["index"]) for r in rows])
+        t = np.array([float(r["thickness"]) for r in rows])
+        i = np.array([float(r["intensity"]) for r in rows])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DiffSCMError(f"{path} is not a Morpho-MNIST CSV with index,thickness,intensity ({exc})") from None
+    if not np.array_equal(idx, np.arange(len(idx))):
+        raise DiffSCMError(f"{path}: the index column must run 0..N-1 in order")
+    return t, i
+
+
+def write_attributes_csv(path: Path, digits: np.ndarray, t: np.ndarray, i: np.ndarray) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(ATTRIBUTE_COLUMNS)
+        for k, (d, a, b) in enumerate(zip(digits, t, i)):
+            w.writerow([k, int(d), f"{a:.7g}", f"{b:.7g}"])
+
+
+def read_attributes_csv(path: str | Path) -> dict[str, np.ndarray]:
+    """Columns of an ``{split}-attributes.csv`` as arrays (digit int64, thickness/intensity float64)."""
+    path = Path(path)
+    if not path.exists():
+        raise DiffSCMError(f"{path} does not exist")
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    try:
+        return {"digit": np.array([int(r["digit"]) for r in rows], dtype=np.int64),
+                "thickness": np.array([float(r["thickness"]) for r in rows]),
+                "intensity": np.array([float(r["intensity"]) for r in rows])}
+    except (KeyError, ValueError) as exc:
+        raise DiffSCMError(f"{path} is not an attributes CSV with columns {','.join(ATTRIBUTE_COLUMNS)} ({exc})") from None
+
+
+def _mnist_split(split: str, data_dir) -> tuple[np.ndarray, np.ndarray]:
+    from .mnist import load_mnist
+
+    return load_mnist("train+valid" if split == "train" else "test", data_dir)
+
+
+def split_seed(seed: int, split: str) -> np.random.Generator:
+    return np.random.default_rng([seed, 0 if split == "train" else 1])
+
+
+def dataset_key(split: str, seed: int, csv_file: Path | None, limit: int | None) -> str:
+    src = hashlib.sha256(csv_file.read_bytes()).hexdigest()[:16] if csv_file else f"seed{seed}"
+    blob = json.dumps({"v": GENERATOR_VERSION, "split": split, "src": src, "limit": limit}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def morpho_cache_dir() -> Path:
+    from .mnist import cache_dir
+
+    return cache_dir() / "morphomnist"
+
+
+def build_split(split: str, seed: int = 0, csv_dir: str | Path | None = None, limit: int | None = None,
+                data_dir=None, workers: int | None = None, progress: bool = True, chunk: int = 1000) -> Path:
+    """Build (or reuse) the cached ``split`` and return its folder holding ``{split}-images.npy`` + ``-attributes.csv``.
+
+    Work is saved chunk by chunk, so an interrupted build resumes where it stopped.
+    """
+    if split not in ("train", "test"):
+        raise DiffSCMError(f"unknown split {split!r} (use train or test)")
+    if limit is not None and limit < 1:
+        raise DiffSCMError(f"--limit must be at least 1, got {limit}")
+    csv_file = Path(csv_dir) / COMMUNITY_CSV[split] if csv_dir is not None else None
+    if csv_file is not None and not csv_file.exists():
+        raise DiffSCMError(f"{csv_file} does not exist (--csv-dir must hold {COMMUNITY_CSV[split]})")
+    x, y = _mnist_split(split, data_dir)
+    if csv_file is not None:
+        t, i = read_community_csv(csv_file)
+        if len(t) != len(x):
+            raise DiffSCMError(f"{csv_file} has {len(t)} rows for {len(x)} MNIST {split} images")
+    else:
+        t, i = sample_attributes(len(x), split_seed(seed, split))
+    n = len(x) if limit is None else min(limit, len(x))
+    folder = morpho_cache_dir() / f"{split}-{dataset_key(split, seed, csv_file, limit)}"
+    images_file = folder / f"{split}-images.npy"
+    if images_file.exists() and (folder / f"{split}-attributes.csv").exists():
+        return folder
+    work = folder / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    starts = list(range(0, n, chunk))
+    todo = [s for s in starts if not (work / f"{s:06d}.npy").exists()]
+    if todo:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        workers = workers or default_workers()
+        done0 = n - sum(min(chunk, n - s) for s in todo)
+        sub = 50
+        with Progress(TextColumn(f"[bold]morpho-mnist {split}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), disable=not progress) as bar, ProcessPoolExecutor(workers) as pool:
+            task = bar.add_task("render", total=n, completed=done0)
+            for s in todo:
+                e = min(s + chunk, n)
+                futs = [pool.submit(_render_many, (x[a:min(a + sub, e)], t[a:min(a + sub, e)], i[a:min(a + sub, e)]))
+                        for a in range(s, e, sub)]
+                parts = []
+                for f in futs:
+                    parts.append(f.result())
+                    bar.advance(task, len(parts[-1]))
+                tmp = work / f"{s:06d}.tmp.npy"
+                np.save(tmp, np.concatenate(parts))
+                tmp.replace(work / f"{s:06d}.npy")
+    images = np.concatenate([np.load(work / f"{s:06d}.npy") for s in starts])
+    tmp = folder / f"{split}-images.tmp.npy"
+    np.save(tmp, images)
+    write_attributes_csv(folder / f"{split}-attributes.tmp.csv", y[:n], t[:n], i[:n])
+    (folder / f"{split}-attributes.tmp.csv").replace(folder / f"{split}-attributes.csv")
+    tmp.replace(images_file)
+    (folder / "source.json").write_text(json.dumps({"split": split, "n": n, "seed": seed if csv_file is None else None,
+                                                    "csv": str(csv_file) if csv_file else None,
+                                                    "generator_version": GENERATOR_VERSION}, indent=1) + "\n")
+    for f in work.glob("*.npy"):
+        f.unlink()
+    work.rmdir()
+    return folder
+
+
+def load_split(split: str, seed: int = 0, csv_dir=None, limit: int | None = None, data_dir=None,
+               progress: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """(images uint8 N×28×28, attributes {digit, thickness, intensity}, source MNIST digits) — built if not cached."""
+    folder = build_split(split, seed, csv_dir, limit, data_dir, progress=progress)
+    images = np.load(folder / f"{split}-images.npy")
+    attrs = read_attributes_csv(folder / f"{split}-attributes.csv")
+    x, _ = _mnist_split(split, data_dir)
+    return images, attrs, x[:len(images)]
