@@ -129,26 +129,12 @@ def generate(method: Method, x_u8: np.ndarray, digits: np.ndarray, proto: EvalPr
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "settings.json").write_text(json.dumps({"method": method.settings(), "protocol": proto.key()},
                                                          indent=1, default=str) + "\n")
-    chunks = list(range(0, n, proto.chunk))
-    parts: list[dict[str, np.ndarray]] = []
-    with Progress(TextColumn(f"[bold]{method.name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), disable=not progress) as bar:
-        task = bar.add_task("chunks", total=len(chunks))
-        for ci, start in enumerate(chunks):
-            path = folder / f"chunk_{ci:04d}.npz" if folder else None
-            if path is not None and path.exists():
-                with np.load(path) as z:
-                    parts.append({k: z[k] for k in z.files})
-            else:
-                sl = slice(start, min(start + proto.chunk, n))
-                part = _run_chunk(method, x_u8[sl], digits[sl], {s: t[sl] for s, t in targets.items()}, proto,
-                                  n_deep=max(0, min(proto.comp_n - start, proto.chunk)))
-                if path is not None:
-                    tmp = path.with_suffix(".tmp.npz")
-                    np.savez(tmp, **part)
-                    tmp.replace(path)
-                parts.append(part)
-            bar.advance(task)
+
+    def run(sl: slice, start: int) -> dict[str, np.ndarray]:
+        return _run_chunk(method, x_u8[sl], digits[sl], {s: t[sl] for s, t in targets.items()}, proto,
+                          n_deep=max(0, min(proto.comp_n - start, proto.chunk)))
+
+    parts = cached_chunks(folder, n, proto.chunk, run, method.name, progress)
     gen = Generated(x_u8, digits, targets)
     for key in parts[0]:
         if key.startswith("t_"):
@@ -158,6 +144,29 @@ def generate(method: Method, x_u8: np.ndarray, digits: np.ndarray, proto: EvalPr
         kind, _, num = key.partition("_")
         getattr(gen, kind)[int(num)] = arr
     return gen
+
+
+def cached_chunks(folder: Path | None, n: int, chunk: int, fn, label: str, progress: bool = True) -> list[dict]:
+    """``fn(slice, start) -> {name: array}`` over consecutive chunks of ``n`` items; with ``folder`` each finished
+    chunk is saved atomically as ``chunk_XXXX.npz`` and read back instead of recomputed on a rerun."""
+    parts = []
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), disable=not progress) as bar:
+        task = bar.add_task("chunks", total=len(range(0, n, chunk)))
+        for ci, start in enumerate(range(0, n, chunk)):
+            path = folder / f"chunk_{ci:04d}.npz" if folder else None
+            if path is not None and path.exists():
+                with np.load(path) as z:
+                    parts.append({k: z[k] for k in z.files})
+            else:
+                part = fn(slice(start, min(start + chunk, n)), start)
+                if path is not None:
+                    tmp = path.with_suffix(".tmp.npz")
+                    np.savez(tmp, **part)
+                    tmp.replace(path)
+                parts.append(part)
+            bar.advance(task)
+    return parts
 
 
 def _run_chunk(method: Method, x: np.ndarray, d: np.ndarray, targets: dict[int, np.ndarray], proto: EvalProtocol,

@@ -19,17 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from .data import from_model_range, to_model_range
 from .data import morphomnist as mm
+from .harness import cached_chunks
 from .mechanisms import InferenceOptions
 from .metrics import bootstrap_ci, cld, frechet_distance, l1_255
 from .scm import SCM, Exogenous, abduct_attributes, act, batch_generator
@@ -174,11 +167,6 @@ class MorphoGenerated:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _progress(label: str, enabled: bool) -> Progress:
-    return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), disable=not enabled)
-
-
 def _folder(cache: Path | None, name: str, blob: dict) -> Path | None:
     if cache is None:
         return None
@@ -187,26 +175,6 @@ def _folder(cache: Path | None, name: str, blob: dict) -> Path | None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "settings.json").write_text(json.dumps(blob, indent=1, default=str) + "\n")
     return folder
-
-
-def _chunked(folder: Path | None, n: int, chunk: int, fn, label: str, progress: bool) -> list[dict]:
-    parts = []
-    with _progress(label, progress) as bar:
-        task = bar.add_task(label, total=len(range(0, n, chunk)))
-        for ci, start in enumerate(range(0, n, chunk)):
-            path = folder / f"chunk_{ci:04d}.npz" if folder else None
-            if path is not None and path.exists():
-                with np.load(path) as z:
-                    parts.append({k: z[k] for k in z.files})
-            else:
-                part = fn(slice(start, min(start + chunk, n)), start)
-                if path is not None:
-                    tmp = path.with_suffix(".tmp.npz")
-                    np.savez(tmp, **part)
-                    tmp.replace(path)
-                parts.append(part)
-            bar.advance(task)
-    return parts
 
 
 def plan(scm: SCM, attrs: dict[str, np.ndarray], pool: dict[str, np.ndarray], seeds) -> tuple[dict, dict, dict]:
@@ -236,7 +204,7 @@ def true_counterfactuals(source_digits: np.ndarray, truth: dict, proto: MorphoPr
                                                      workers=workers, chunk=25)
         return out
 
-    parts = _chunked(folder, len(source_digits), proto.chunk, run, "true counterfactuals", progress)
+    parts = cached_chunks(folder, len(source_digits), proto.chunk, run, "true counterfactuals", progress)
     return {(int(k.split("_")[0]), k.split("_", 1)[1]): np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -272,7 +240,7 @@ def generate_morpho(method, scm: SCM, x_u8: np.ndarray, attrs: dict[str, np.ndar
                 out[f"comp_{m}"] = cur
         return out
 
-    parts = _chunked(folder, len(x_u8), proto.chunk, run, method.name, progress)
+    parts = cached_chunks(folder, len(x_u8), proto.chunk, run, method.name, progress)
     for key in parts[0]:
         if key.startswith("t_"):
             gen.seconds[key[2:]] = float(sum(p[key] for p in parts if key in p))
