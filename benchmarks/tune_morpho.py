@@ -1,7 +1,7 @@
 """Choose Diff-SCM's Morpho-MNIST inference settings on held-out *validation* images (never the test split).
 
     python benchmarks/tune_morpho.py --model morphomnist --reference ../shared/reference/morphomnist --n 100 \
-        --grid "10:8,8,8" --grid "10:16,16,16" ...
+        --grid "20@0.5:4,4,4" --grid "20@0.5:4,8,8" ...
 
 Validation images: MNIST training images 50000.. (the MNIST `valid` part, outside our 12k Morpho-MNIST training build),
 rendered with the community (t, i) of train-morpho.csv. For each setting "N:s_digit,s_thickness,s_intensity" it runs
@@ -39,13 +39,19 @@ def main() -> None:
     ap.add_argument("--model", default="morphomnist")
     ap.add_argument("--reference", required=True)
     ap.add_argument("--n", type=int, default=100)
-    ap.add_argument("--grid", action="append", required=True, help='"N:s_digit,s_thickness,s_intensity"')
+    ap.add_argument("--grid", action="append", required=True,
+                    help='"N[@L]:s_digit,s_thickness,s_intensity" (L = sampling progression ratio, default 1)')
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--results", default=str(ROOT / "docs" / "RESULTS.md"))
     ap.add_argument("--json", default=str(ROOT / "docs" / "results" / "morpho_tuning.json"))
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--replay", default=None, help="write the report from the JSON lines a previous run printed")
     args = ap.parse_args()
+    if args.replay:
+        res = [json.loads(line) for line in Path(args.replay).read_text().splitlines() if line.startswith("{")]
+        write(args, res)
+        return
     scm = SCM.from_pretrained(args.model, pick_device(args.device))
     x_src, y = load_mnist("train+valid")
     t, i = mm.read_community_csv(Path(args.reference) / "train-morpho.csv")
@@ -59,19 +65,21 @@ def main() -> None:
     truth = {k: true_attributes(attrs, do_all[k]) for k in kinds}
     target = {k: counterfactual_attributes(scm, attrs, do_all[k]) for k in kinds}
     true_img = {k: mm.render_batch(src, truth[k]["thickness"], truth[k]["intensity"]) for k in kinds}
-    rows, res = [], []
+    res = []
     latents = {}
     for spec in args.grid:
-        steps, scales = spec.split(":")
+        grid, scales = spec.split(":")
+        steps, _, ratio = grid.partition("@")
+        ratio = float(ratio or 1.0)
         sd, st, si = (float(v) for v in scales.split(","))
-        opts = scm.options(steps=int(steps))
+        opts = scm.options(steps=int(steps), ratio=ratio)
         opts.scales = {"digit": sd, "thickness": st, "intensity": si}
         method = MorphoDiffSCM(scm, opts)
         t0 = time.time()
-        if int(steps) not in latents:
-            latents[int(steps)] = method.abduct(x, attrs)
-        u = latents[int(steps)]
-        rec = {"steps": int(steps), "scales": opts.scales}
+        if (int(steps), ratio) not in latents:
+            latents[int(steps), ratio] = method.abduct(x, attrs)
+        u = latents[int(steps), ratio]
+        rec = {"steps": int(steps), "ratio": ratio, "scales": opts.scales}
         for k in kinds:
             cf = method.predict(u, target[k], args.seed)
             m = mm.measure_batch(cf)
@@ -82,12 +90,19 @@ def main() -> None:
         rec["seconds"] = round(time.time() - t0, 1)
         print(json.dumps(rec))
         res.append(rec)
-        rows.append([steps, f"{sd:g} / {st:g} / {si:g}"] + [
-            f"{rec[k]['true_cf_mae']:.2f} · {rec[k]['thickness_mae']:.3f} · {rec[k]['intensity_mae']:.1f}" for k in kinds]
-            + [f"{rec['score']:.2f}"])
+    if not args.no_write:
+        write(args, res)
+
+
+def write(args, res: list[dict]) -> None:
+    kinds = ("thickness", "intensity")
+    rows = []
+    for rec in res:
+        sc = rec["scales"]
+        rows.append([rec["steps"], f"{rec.get('ratio', 1.0):g}", f"{sc['digit']:g} / {sc['thickness']:g} / {sc['intensity']:g}"]
+                    + [f"{rec[k]['true_cf_mae']:.2f} · {rec[k]['thickness_mae']:.3f} · {rec[k]['intensity_mae']:.1f}"
+                       for k in kinds] + [f"{rec['score']:.2f}"])
     best = min(res, key=lambda r: r["score"])
-    if args.no_write:
-        return
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"n": args.n, "seed": args.seed, "results": res, "best": best}, indent=1) + "\n")
     cmd = "python benchmarks/tune_morpho.py --reference ../shared/reference/morphomnist --n {} {}".format(
@@ -96,8 +111,8 @@ def main() -> None:
           f"Command: `{cmd}`. {args.n} MNIST-`valid` images (indices {VALID_START}+, not in the training build) rendered "
           "with the community (t, i); one draw of do(t) and do(i) values. Cells: pixel MAE vs the true counterfactual "
           "· measured thickness MAE (px) · measured intensity MAE (0–255).", "",
-          md_table(["N", "scales digit / thickness / intensity", "do(t)", "do(i)", "mean true-cf MAE"], rows), "",
-          f"Chosen: N = {best['steps']}, scales {best['scales']} (lowest mean true-counterfactual MAE)."]
+          md_table(["N", "L", "scales digit / thickness / intensity", "do(t)", "do(i)", "mean true-cf MAE"], rows), "",
+          f"Chosen: N = {best['steps']}, L = {best['ratio']}, scales {best['scales']} (lowest mean true-counterfactual MAE)."]
     write_section(args.results, "morpho-tuning", "\n".join(md))
 
 

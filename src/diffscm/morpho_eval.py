@@ -146,6 +146,7 @@ class MorphoProtocol:
     n: int = 1000
     seeds: tuple[int, ...] = (0, 1, 2)
     rev_seeds: tuple[int, ...] = (0, 1, 2)
+    rev_n: int | None = None                 # reversibility on the first rev_n images only (None: all)
     comp_m: tuple[int, ...] = (1, 10)
     comp_n: int = 100
     chunk: int = 100
@@ -190,7 +191,7 @@ def plan(scm: SCM, attrs: dict[str, np.ndarray], pool: dict[str, np.ndarray], se
 def true_counterfactuals(source_digits: np.ndarray, truth: dict, proto: MorphoProtocol, cache: Path | None,
                          progress: bool = True, workers: int | None = None) -> dict[tuple[int, str], np.ndarray]:
     """render(d, t', i') of every (seed, intervention), cached by chunk."""
-    blob = {"truth": True, "protocol": proto.key(), "generator": mm.GENERATOR_VERSION,
+    blob = {"truth": True, "n": proto.n, "seeds": list(proto.seeds), "chunk": proto.chunk, "generator": mm.GENERATOR_VERSION,
             "values": hashlib.sha256(json.dumps({str(s): {k: {n: np.round(v, 6).tolist() for n, v in d.items()}
                                                         for k, d in t.items()} for s, t in truth.items()}).encode()).hexdigest()}
     folder = _folder(cache, "truth", blob)
@@ -228,8 +229,10 @@ def generate_morpho(method, scm: SCM, x_u8: np.ndarray, attrs: dict[str, np.ndar
                 cf = method.predict(u, tg, s)
                 out[f"t_cf_{s}_{kind}"] = np.float64(time.perf_counter() - t0)
                 out[f"cf_{s}_{kind}"] = cf
-                if s in proto.rev_seeds:
-                    out[f"rev_{s}_{kind}"] = method.predict(method.abduct(cf, tg), a, s)
+                n_rev = len(x) if proto.rev_n is None else max(0, min(proto.rev_n - start, len(x)))
+                if s in proto.rev_seeds and n_rev:
+                    tr = {k: v[:n_rev] for k, v in tg.items()}
+                    out[f"rev_{s}_{kind}"] = method.predict(method.abduct(cf[:n_rev], tr), {k: v[:n_rev] for k, v in a.items()}, s)
         cur = method.predict(u, a, proto.seeds[0])
         out["comp_1"] = cur
         n_deep = max(0, min(proto.comp_n - start, len(x)))
@@ -351,7 +354,8 @@ def score_morpho(gen: MorphoGenerated, sc: MorphoScorer, true_cf: dict, ref_offs
             cols.setdefault("cld", []).append(cld(post_x, sc.posterior(cf), sc.ref_posterior, sc.group(gen.attrs, kind),
                                                   sc.group(truth, kind), sc.group(sc.ref_attrs, kind), ref_offset, weights))
             if (s, kind) in gen.rev:
-                cols.setdefault("reversibility_l1", []).append(l1_255(gen.x, gen.rev[(s, kind)]))
+                rev = gen.rev[(s, kind)]
+                cols.setdefault("reversibility_l1", []).append(l1_255(gen.x[:len(rev)], rev))
             fid.append(frechet_distance(sc.real_features, sc.features(cf)))
         for key, vals in cols.items():
             arr = np.stack(vals, 1)
