@@ -16,7 +16,9 @@ PACK = ROOT / "src" / "diffscm" / "pretrained" / "morphomnist"
 
 PROSE = {
     "diffusion": "ε-prediction UNet2DModel (diffusers), unconditional, fine-tuned from the shipped MNIST diffusion model "
-                 "on Morpho-MNIST training images; sampling uses the EMA weights.",
+                 "on Morpho-MNIST training images; sampling uses the EMA weights. The run was launched for 1500 "
+                 "steps and stopped at the step shown below to fit the session's CPU budget (resumable with the same "
+                 "command).",
     "predictors/digit": "Noise-aware digit classifier p_φ(digit | x_t, t), initialised from the MNIST predictor.",
     "predictors/thickness": "Noise-aware Gaussian regressor p_φ(thickness | x_t, t) = N(μ(x_t, t), σ(x_t, t)²) on the "
                             "standardised thickness; trunk initialised from the MNIST digit predictor.",
