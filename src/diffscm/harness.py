@@ -220,7 +220,7 @@ class Scorer:
 
     def posterior(self, images_u8: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """VAE posterior means and log-variances (float64), one encoder pass per batch."""
-        stats = _batched(lambda x: torch.cat(self.vae.encode(x), dim=1), self.vae, images_u8).double()
+        stats = batched_apply(lambda x: torch.cat(self.vae.encode(x), dim=1), self.vae, images_u8).double()
         return stats.chunk(2, dim=1)
 
     def __post_init__(self) -> None:
@@ -229,10 +229,11 @@ class Scorer:
 
 def oracle_features(oracle: Oracle, images_u8: np.ndarray) -> np.ndarray:
     """Penultimate oracle features of uint8 images."""
-    return _batched(oracle.features, oracle, images_u8).double().numpy()
+    return batched_apply(oracle.features, oracle, images_u8).double().numpy()
 
 
-def _batched(fn, module: torch.nn.Module, images_u8: np.ndarray, bs: int = 1000) -> torch.Tensor:
+def batched_apply(fn, module: torch.nn.Module, images_u8: np.ndarray, bs: int = 1000) -> torch.Tensor:
+    """``fn`` over uint8 images in batches on ``module``'s device (inference mode), concatenated as float32 on CPU."""
     dev = next(module.parameters()).device
     out = []
     with torch.inference_mode():

@@ -22,7 +22,7 @@ import torch
 
 from .data import from_model_range, to_model_range
 from .data import morphomnist as mm
-from .harness import cached_chunks
+from .harness import batched_apply, cached_chunks
 from .mechanisms import InferenceOptions
 from .metrics import bootstrap_ci, cld, frechet_distance, l1_255
 from .scm import SCM, Exogenous, abduct_attributes, act, batch_generator
@@ -278,27 +278,19 @@ class MorphoScorer:
         self.ref_posterior = self.posterior(self.ref_images)
         self.real_features = self.features(self.train_images)
 
-    def _batched(self, fn, module, images_u8, bs: int = 1000) -> torch.Tensor:
-        dev = next(module.parameters()).device
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(images_u8), bs):
-                out.append(fn(to_model_range(images_u8[i:i + bs]).to(dev)).float().cpu())
-        return torch.cat(out)
-
     def posterior(self, images_u8):
-        stats = self._batched(lambda x: torch.cat(self.vae.encode(x), dim=1), self.vae, images_u8).double()
+        stats = batched_apply(lambda x: torch.cat(self.vae.encode(x), dim=1), self.vae, images_u8).double()
         return stats.chunk(2, dim=1)
 
     def features(self, images_u8) -> np.ndarray:
         o = self.oracles["digit"]
-        return self._batched(o.features, o, images_u8).double().numpy()
+        return batched_apply(o.features, o, images_u8).double().numpy()
 
     def predict_attributes(self, images_u8) -> dict[str, np.ndarray]:
-        out = {"digit": self._batched(self.oracles["digit"], self.oracles["digit"], images_u8).argmax(1).numpy()}
+        out = {"digit": batched_apply(self.oracles["digit"], self.oracles["digit"], images_u8).argmax(1).numpy()}
         for n in CONTINUOUS:
             o = self.oracles[n]
-            out[n] = self._batched(o.predict, o, images_u8).numpy().astype(np.float64)
+            out[n] = batched_apply(o.predict, o, images_u8).numpy().astype(np.float64)
         return out
 
     def measure(self, images_u8) -> dict[str, np.ndarray]:
