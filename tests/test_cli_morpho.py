@@ -137,9 +137,13 @@ def test_counterfactual_joint_do_on_user_images(monkeypatch, capsys, tmp_path, t
     out2 = tmp_path / "cf2"
     assert run_cli(monkeypatch, capsys, "counterfactual", "--model", tiny_morpho_scm, "--image", files[0], "--observed",
                    "digit=7", "--observed", "thickness=2", "--observed", "intensity=150", "--do", "thickness=3.5",
-                   "--out", out2, "--quiet").code == 0
+                   "--scale", "0.5", "--scale", "thickness=3", "--out", out2, "--quiet").code == 0
     with np.load(out2 / "counterfactuals.npz") as z:
         assert z["intensity_cf"][0] != pytest.approx(150.0)
+    import json
+
+    scales = json.loads((out2 / "options.json").read_text())["options"]["scales"]
+    assert scales == {"digit": 0.5, "thickness": 3.0, "intensity": 0.5}
 
 
 @pytest.mark.parametrize("args, words", [
@@ -147,6 +151,8 @@ def test_counterfactual_joint_do_on_user_images(monkeypatch, capsys, tmp_path, t
     (["--do", "intensity=20"], ["intensity must lie in"]),
     (["--do", "slant=0.1"], ["unknown variable", "slant"]),
     (["--do", "thickness=4", "--observed", "width=3"], ["unknown variable", "width"]),
+    (["--do", "thickness=4", "--scale", "slant=2"], ["no predictor", "slant"]),
+    (["--do", "thickness=4", "--scale", "thick"], ["bad --scale"]),
 ])
 def test_counterfactual_morpho_bad_input(monkeypatch, capsys, tmp_path, tiny_morpho_scm, args, words):
     x, _ = load_mnist("test")

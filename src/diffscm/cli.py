@@ -175,7 +175,7 @@ def counterfactual(
     observed: list[str] = typer.Option([], "--observed", help="Factual values of your images, e.g. digit=3."),
     steps: Optional[int] = typer.Option(None, help="DDIM grid size N over [0, T)."),
     ratio: Optional[float] = typer.Option(None, help="Sampling progression ratio L: use the first floor(L*N) steps."),
-    scale: Optional[float] = typer.Option(None, help="Guidance scale s of every anti-causal predictor."),
+    scale: list[str] = typer.Option([], "--scale", help="Guidance scale: S (every anti-causal predictor) or NAME=S (one parent; repeatable)."),
     eta: Optional[float] = typer.Option(None, help="DDIM eta of the prediction step (0 = deterministic)."),
     clip: Optional[bool] = typer.Option(None, "--clip/--no-clip", help="Clamp x0-hat to [-1, 1] while decoding."),
     dynamic_norm: Optional[bool] = typer.Option(None, "--dynamic-norm/--no-dynamic-norm", help="Dynamic normalisation of x0-hat."),
@@ -191,7 +191,9 @@ def counterfactual(
     obs_spec = parse_assignments(observed, "--observed")
     _check_out(out, overwrite)
     scm = _load_scm(model, device)
-    opts = scm.options(steps=steps, ratio=ratio, scale=scale, eta=eta, clip=clip, dynamic_norm=dynamic_norm,
+    from .cli_counterfactual import parse_scales
+
+    opts = scm.options(steps=steps, ratio=ratio, scales=parse_scales(scm, scale), eta=eta, clip=clip, dynamic_norm=dynamic_norm,
                        seed=seed, batch_size=batch_size)
     scm.image_mechanism.grid(opts)  # validates steps/ratio before any work
     notes: list[str] = []

@@ -55,6 +55,25 @@ def parse_assignments(items: list[str], flag: str) -> dict[str, str]:
     return out
 
 
+def parse_scales(scm: SCM, items: list[str]) -> dict[str, float] | None:
+    """``["4"]`` (every predictor) and/or ``["thickness=2"]`` over the SCM's default scales; None if nothing given."""
+    if not items:
+        return None
+    scales = dict(scm.defaults.scales)
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        try:
+            v = float(value)
+        except ValueError:
+            raise DiffSCMError(f"bad --scale {item!r}: use S or NAME=S") from None
+        if sep and name not in scm.image_mechanism.predictors:
+            known = ", ".join(scm.image_mechanism.predictors)
+            raise DiffSCMError(f"--scale {item!r}: no predictor for {name!r} (this model guides: {known})")
+        for n in ([name] if sep else list(scm.image_mechanism.predictors)):
+            scales[n] = v
+    return scales
+
+
 def resolve_do(scm: SCM, spec: dict[str, str], observed: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
     """Turn ``{"digit": "7"|"random"}`` into per-sample tensors; ``random`` draws a value ≠ the factual one."""
     n = next(iter(observed.values())).shape[0]
