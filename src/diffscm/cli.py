@@ -257,15 +257,9 @@ def pack(out: Path = typer.Option(..., help="SCM folder to write."),
 
     spec = CausalGraph.from_file(graph).to_dict() if graph is not None else MNIST_GRAPH
     predictors = _named_paths(predictor, "--predictor", "digit")
-    scales = {}
-    for item in scale:
-        name, sep, value = item.rpartition("=")
-        try:
-            v = float(value)
-        except ValueError:
-            raise DiffSCMError(f"bad --scale {item!r}: use S or NAME=S") from None
-        for n in ([name] if sep else list(predictors)):
-            scales[n] = v
+    from .cli_counterfactual import scale_items
+
+    scales = scale_items(scale, list(predictors), {})
     pack_scm(out, spec, diffusion, predictors, {"steps": steps, "ratio": ratio, "scales": scales, "clip": clip,
                                                 "dynamic_norm": dynamic_norm},
              oracles=_named_paths(oracle, "--oracle", "digit"), flows=_named_paths(flow, "--flow", None),

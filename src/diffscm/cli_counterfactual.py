@@ -55,23 +55,27 @@ def parse_assignments(items: list[str], flag: str) -> dict[str, str]:
     return out
 
 
-def parse_scales(scm: SCM, items: list[str]) -> dict[str, float] | None:
-    """``["4"]`` (every predictor) and/or ``["thickness=2"]`` over the SCM's default scales; None if nothing given."""
-    if not items:
-        return None
-    scales = dict(scm.defaults.scales)
+def scale_items(items: list[str], names: list[str], base: dict[str, float]) -> dict[str, float]:
+    """Apply ``--scale`` items — ``S`` (every name) or ``NAME=S`` — on top of ``base``."""
+    scales = dict(base)
     for item in items:
         name, sep, value = item.rpartition("=")
         try:
             v = float(value)
         except ValueError:
             raise DiffSCMError(f"bad --scale {item!r}: use S or NAME=S") from None
-        if sep and name not in scm.image_mechanism.predictors:
-            known = ", ".join(scm.image_mechanism.predictors)
-            raise DiffSCMError(f"--scale {item!r}: no predictor for {name!r} (this model guides: {known})")
-        for n in ([name] if sep else list(scm.image_mechanism.predictors)):
+        if sep and name not in names:
+            raise DiffSCMError(f"--scale {item!r}: no predictor for {name!r} (guided parents: {', '.join(names)})")
+        for n in ([name] if sep else names):
             scales[n] = v
     return scales
+
+
+def parse_scales(scm: SCM, items: list[str]) -> dict[str, float] | None:
+    """``--scale`` items over the SCM's default scales; None if nothing given."""
+    if not items:
+        return None
+    return scale_items(items, list(scm.image_mechanism.predictors), scm.defaults.scales)
 
 
 def resolve_do(scm: SCM, spec: dict[str, str], observed: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
