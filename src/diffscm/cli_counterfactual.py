@@ -194,8 +194,6 @@ def load_factuals(scm: SCM, split: str | None, index: str | None, images: list[P
 def run_counterfactual(scm: SCM, x_u8: np.ndarray, observed: dict[str, torch.Tensor], do_spec: dict[str, str],
                        opts: InferenceOptions, out: Path, progress: bool = True) -> dict:
     """Compute counterfactuals and write ``grid.png``, ``counterfactuals.npz`` and ``options.json`` to ``out``."""
-    if isinstance(observed, torch.Tensor):          # digit-only callers
-        observed = {"digit": observed}
     do = resolve_do(scm, do_spec, observed, opts.seed)
     x = to_model_range(x_u8)
     t0 = time.time()
@@ -208,8 +206,7 @@ def run_counterfactual(scm: SCM, x_u8: np.ndarray, observed: dict[str, torch.Ten
         arrays[name] = v.numpy()
         arrays[f"{name}_cf"] = res[name].numpy()
     if "digit" in observed:
-        arrays["digit"] = observed["digit"].numpy().astype(np.int64)
-        arrays["target"] = res["digit"].numpy().astype(np.int64)
+        arrays["target"] = arrays["digit_cf"]        # the name the MNIST outputs have always used
     if scm.oracle is not None and "digit" in res:
         with torch.inference_mode():
             pred = scm.oracle(res[scm.image_name].to(scm.device)).argmax(1).cpu().numpy()

@@ -37,13 +37,13 @@ class SCM:
     """A causal graph plus one mechanism per node."""
 
     def __init__(self, graph: CausalGraph, image: DiffusionImageMechanism, attributes: dict | None = None,
-                 defaults: InferenceOptions | None = None, oracle: Oracle | None = None, path: Path | None = None):
+                 defaults: InferenceOptions | None = None, oracles: dict | None = None, path: Path | None = None):
         self.graph = graph
         self.image_mechanism = image
         self.attribute_mechanisms = attributes or {}
         self.defaults = defaults or InferenceOptions()
-        self.oracle = oracle
-        self.oracles: dict = {"digit": oracle} if oracle is not None else {}
+        self.oracles = oracles or {}     # clean-image evaluation models by variable (classifier or regressor)
+        self.oracle = self.oracles.get("digit")
         self.path = path
         for v in graph.variables.values():
             if v.kind != "image" and v.name not in self.attribute_mechanisms:
@@ -86,10 +86,8 @@ class SCM:
         if cfg.get("oracle"):
             oracles[graph.image.parents[0]] = Oracle.from_pretrained(path / cfg["oracle"], device)
         flows = {k: AttributeFlow.from_pretrained(path / v, device) for k, v in (cfg.get("attributes") or {}).items()}
-        scm = cls(graph, DiffusionImageMechanism(diffusion, predictors), attributes=flows, defaults=defaults,
-                  oracle=oracles.get("digit"), path=path)
-        scm.oracles = oracles
-        return scm
+        return cls(graph, DiffusionImageMechanism(diffusion, predictors), attributes=flows, defaults=defaults,
+                   oracles=oracles, path=path)
 
     def fit_attributes(self, table: dict[str, np.ndarray], steps: int = 2000, batch_size: int = 256, lr: float = 3e-3,
                        seed: int = 0) -> dict[str, float]:
@@ -98,7 +96,7 @@ class SCM:
         Returns each flow's final mean negative log-likelihood (standardised units). For checkpointed training
         use ``diffscm train flow``.
         """
-        from .train_setup import cond_spec
+        from .train_setup import make_flow
 
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
@@ -108,10 +106,7 @@ class SCM:
             if var.kind != "continuous":
                 continue
             values = torch.as_tensor(np.asarray(table[name]), dtype=torch.float32)
-            probe = AttributeFlow({"target": name, "low": var.low, "high": var.high})
-            y = probe.unconstrain(values)
-            flow = AttributeFlow({"target": name, "low": var.low, "high": var.high, "mean": float(y.mean()),
-                                  "std": float(y.std()) + 1e-8, "parents": cond_spec(self.graph, var.parents, table)})
+            flow = make_flow(self.graph, name, table)
             pa = {p: torch.as_tensor(np.asarray(table[p])) for p in var.parents}
             opt = torch.optim.Adam(flow.parameters(), lr=lr)
             for _ in range(steps):

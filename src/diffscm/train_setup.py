@@ -71,6 +71,15 @@ def cond_spec(graph: CausalGraph, names, attrs: dict[str, np.ndarray]) -> list[d
     return spec
 
 
+def make_flow(graph: CausalGraph, name: str, table: dict[str, np.ndarray]) -> AttributeFlow:
+    """An untrained flow for continuous variable ``name``, standardised with the table's statistics."""
+    var = graph.variables[name]
+    probe = AttributeFlow({"target": name, "low": var.low, "high": var.high})
+    m, s = _stats(probe.unconstrain(torch.as_tensor(np.asarray(table[name]))).numpy())
+    return AttributeFlow({"target": name, "low": var.low, "high": var.high, "mean": m, "std": s,
+                          "parents": cond_spec(graph, var.parents, table)})
+
+
 def setup_training(what: str, dataset: str, *, split: str = "train", data_dir: Path | None = None, target: str = "digit",
                    schedule: str = "linear", conditional: bool = False, p_uncond: float = 0.35,
                    diffusion: Path | None = None, latent: int = 16) -> TrainJob:
@@ -130,10 +139,7 @@ def setup_training(what: str, dataset: str, *, split: str = "train", data_dir: P
         var = graph.variables[target]
         if var.kind != "continuous":
             raise DiffSCMError(f"--target {target!r} is not continuous; flows model continuous attributes")
-        probe = AttributeFlow({"target": target, "low": var.low, "high": var.high})
-        m, s = _stats(probe.unconstrain(torch.as_tensor(attrs[target])).numpy())
-        model = AttributeFlow({"target": target, "low": var.low, "high": var.high, "mean": m, "std": s,
-                               "parents": cond_spec(graph, var.parents, attrs)})
+        model = make_flow(graph, target, attrs)
         pa = torch.stack([torch.as_tensor(attrs[p], dtype=torch.float32) for p in var.parents], 1) if var.parents \
             else torch.zeros(len(y), 0)
         return TrainJob(model, tr.flow_loss(model, list(var.parents)), y, pa, extra)
