@@ -6,9 +6,9 @@ measured results (docs/results/morphomnist_*.json). Nothing in the card is typed
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 
+from diffscm.packaging import CARD_SUMMARY_HEADER, card_parts
 from diffscm.report import md_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,12 +34,6 @@ PROSE = {
 }
 
 
-def params(path: Path) -> int:
-    from safetensors.torch import load_file
-
-    return sum(t.numel() for t in load_file(str(path / "model.safetensors")).values())
-
-
 def main() -> None:
     scm = json.loads((PACK / "scm.json").read_text())
     parts = ["diffusion", *scm["image"]["predictors"].values(), *scm.get("attributes", {}).values(),
@@ -53,26 +47,9 @@ def main() -> None:
              "--limit 12000 --out runs/morpho/data` — the first 12 000 MNIST training digits re-rendered with the "
              "community (t, i) values (our generator; see docs/RESULTS.md for its agreement with the official images). "
              "The test split is never used for training or tuning.", ""]
-    rows = []
-    for part in parts:
-        d = PACK / part
-        tr = json.loads((d / "training.json").read_text())
-        size_mb = (d / "model.safetensors").stat().st_size / 2**20
-        rows.append([part, f"{params(d) / 1e6:.3f} M", f"{size_mb:.2f} MB", tr["steps"], tr["train"]["batch_size"],
-                     tr["train"]["lr"], f"{tr['wall_seconds'] / 60:.1f} min", f"{tr['final_loss']:.4f}"])
-        lines += [f"## {part}", "", PROSE.get(part, ""), "",
-                  f"- data: {tr.get('data')}",
-                  f"- seed {tr['train']['seed']}; AdamW, lr {tr['train']['lr']} (warm-up {tr['train']['warmup']}), "
-                  f"batch {tr['train']['batch_size']}, grad-clip {tr['train']['grad_clip']}"
-                  + (f", EMA {tr['train']['ema_decay']}" if tr["train"].get("ema_decay") else ""),
-                  "- commands:"]
-        for seg in tr.get("segments") or []:
-            threads = f", {seg['torch_threads']} torch threads" if "torch_threads" in seg else ""
-            lines.append(f"  - `{seg['command']}` (steps {seg['start_step']}→{seg['end_step']}{threads})")
-        lines += [f"- wall time {tr['wall_seconds'] / 60:.1f} min on {tr.get('device', 'cpu')} ({platform.machine()}, "
-                  "2 cores shared with other jobs)", ""]
-    lines += ["## Summary", "", md_table(["model", "parameters", "file", "steps", "batch", "lr", "wall", "final loss"],
-                                         rows), ""]
+    part_lines, rows = card_parts(PACK, parts, PROSE)
+    lines += part_lines
+    lines += ["## Summary", "", md_table(CARD_SUMMARY_HEADER, rows), ""]
     ev = ROOT / "docs" / "results" / "morphomnist_evaluation.json"
     if ev.exists():
         r = json.loads(ev.read_text())["results"].get("diffscm")

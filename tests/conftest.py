@@ -101,3 +101,34 @@ def idx_dir(tmp_path_factory) -> Path:
     write_idx(d / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (20, 28, 28)))
     write_idx(d / "t10k-labels-idx1-ubyte.gz", np.arange(20) % 10)
     return d
+
+
+LESION_GRAPH = {"variables": [
+    {"name": "lesion", "kind": "categorical", "num_classes": 2, "parents": []},
+    {"name": "image", "kind": "image", "parents": ["lesion"]},
+]}
+
+
+def make_tiny_lesion_scm(root: Path, seed: int = 0, steps: int = 4) -> Path:
+    """lesion -> image SCM: conditional ε-model (random label embeddings), lesion predictor, healthy-only
+    diffusion model and VAE, all tiny and random."""
+    torch.manual_seed(seed)
+    parts = root / "parts"
+    cond = DiffusionModel({"unet": TINY_UNET, "num_classes": 2, "label": "lesion"})
+    torch.nn.init.normal_(cond.unet.class_embedding.weight)
+    cond.save_pretrained(parts / "cond")
+    DiffusionModel({"unet": TINY_UNET}).save_pretrained(parts / "healthy")
+    NoiseAwarePredictor({"channels": [8, 16], "temb_dim": 16, "groups": 4, "target": "lesion",
+                         "num_classes": 2}).save_pretrained(parts / "predictor")
+    VAE({"latent": 4, "channels": [4, 8]}).save_pretrained(parts / "vae")
+    out = root / "lesion_scm"
+    pack_scm(out, LESION_GRAPH, parts / "cond", {"lesion": parts / "predictor"},
+             {"steps": steps, "ratio": 0.75, "scales": {"lesion": 0.0}, "cfg_scale": 3.0, "clip": False,
+              "dynamic_norm": True, "batch_size": 8},
+             evaluation={"vae": parts / "vae", "healthy-diffusion": parts / "healthy"})
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lesion_scm(tmp_path_factory) -> Path:
+    return make_tiny_lesion_scm(tmp_path_factory.mktemp("lesion"))

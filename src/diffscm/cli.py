@@ -72,6 +72,73 @@ def data_morphomnist(
         typer.echo(str(out / f"{sp}-images.npy"))
 
 
+@data_app.command("lesion-mnist")
+def data_lesion_mnist(
+        out: Path = typer.Option(..., help="Dataset folder to write (labels.csv with a split column, images/, masks/)."),
+        seed: int = typer.Option(0, min=0, max=1000, help="Lesion seed; val/test use the seed-th block of MNIST digits."),
+        n_train: int = typer.Option(20000, "--train", min=0, max=50000, help="Training images (from MNIST train)."),
+        n_val: int = typer.Option(500, "--val", min=0, max=10000, help="Validation images (from MNIST valid)."),
+        n_test: int = typer.Option(1000, "--test", min=0, max=10000, help="Test images (from MNIST test)."),
+        overwrite: bool = typer.Option(False, help="Replace an existing --out.")):
+    """Lesion-MNIST: real MNIST with seeded synthetic lesions in a random half of each split, masks known."""
+    import numpy as np
+
+    from .data.folder import write_folder
+    from .data.lesions import lesion_mnist
+
+    if out.exists() and not overwrite:
+        raise DiffSCMError(f"{out} already exists; pass --overwrite")
+    counts = {k: n for k, n in (("train", n_train), ("val", n_val), ("test", n_test)) if n}
+    if not counts:
+        raise DiffSCMError("nothing to build: --train, --val and --test are all 0")
+    try:
+        splits = lesion_mnist(seed, counts)
+    except ValueError as exc:
+        raise DiffSCMError(str(exc)) from None
+    images, masks, names, table = [], [], [], {"split": [], "lesion": [], "digit": [], "source_index": [], "polarity": []}
+    for split, d in splits.items():
+        images.append(d["images"])
+        masks.append(d["masks"])
+        names += [f"{split}-{k:05d}" for k in range(len(d["images"]))]
+        table["split"] += [split] * len(d["images"])
+        table["lesion"] += d["lesion"].tolist()
+        table["digit"] += d["digit"].tolist()
+        table["source_index"] += d["source_index"].tolist()
+        table["polarity"] += [("dark" if p["dark"] else "bright") if p else "none" for p in d["params"]]
+    info = {"name": f"lesion-mnist-seed{seed}", "label": "lesion", "num_classes": 2, "class_names": ["healthy", "lesion"],
+            "generator": "diffscm.data.lesions", "seed": seed, "counts": counts}
+    write_folder(out, np.concatenate(images), {k: np.asarray(v) for k, v in table.items()}, np.concatenate(masks),
+                 info=info, names=names)
+    typer.echo(str(out))
+
+
+@data_app.command("brats")
+def data_brats(
+        root: Path = typer.Option(..., help="BraTS 2021 folder: one <ID>/ per patient with <ID>_{flair,t1,t1ce,t2,seg}.nii.gz."),
+        out: Path = typer.Option(..., help="Dataset folder to write (labels.csv, images/*.npy 4×S×S uint8, masks/*.png, dataset.json)."),
+        size: int = typer.Option(64, min=8, max=512, help="Slice size after resizing."),
+        min_brain: float = typer.Option(0.05, min=0.0, max=1.0, help="Skip slices whose brain area is below this fraction."),
+        percentiles: str = typer.Option("1,99", help="Per-volume normalisation percentiles LOW,HIGH over brain voxels."),
+        split: str = typer.Option("0.7,0.1,0.2", help="Patient fractions train,val,test."),
+        seed: int = typer.Option(0, min=0, max=2**31 - 1, help="Seed of the patient split."),
+        overwrite: bool = typer.Option(False, help="Replace an existing --out.")):
+    """Preprocess BraTS 2021 NIfTI volumes into 2-D axial slices with tumour labels and masks (resumable)."""
+    from .cli_evaluate import parse_list
+    from .data.brats import BratsOptions, convert_brats
+
+    if out.exists() and not overwrite:
+        raise DiffSCMError(f"{out} already exists; pass --overwrite")
+    pl = parse_list(percentiles, "--percentiles")
+    if len(pl) != 2 or not 0 <= pl[0] < pl[1] <= 100:
+        raise DiffSCMError(f"--percentiles {percentiles!r}: need LOW,HIGH with 0 <= LOW < HIGH <= 100")
+    fr = [float(v) for v in split.split(",")] if split.count(",") == 2 else None
+    if fr is None:
+        raise DiffSCMError(f"--split {split!r}: need three fractions train,val,test")
+    info = convert_brats(root, out, BratsOptions(size=size, p_low=pl[0], p_high=pl[1], min_brain=min_brain,
+                                                 split=tuple(fr), seed=seed))
+    typer.echo(f"{out} ({info['slices']['train']} train / {info['slices']['val']} val / {info['slices']['test']} test slices)")
+
+
 @app.command()
 def measure(images: Path = typer.Argument(..., help="uint8 N×H×W images (.npy)."),
             out: Path = typer.Option(..., help="CSV: index,thickness,intensity,slant,width,height,length,area."),
@@ -107,18 +174,19 @@ def measure(images: Path = typer.Argument(..., help="uint8 N×H×W images (.npy)
 
 @app.command()
 def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor, oracle, flow; evaluation/baselines: vae (CLD), cvae, autoencoder, classifier"),
-          dataset: str = typer.Option("mnist", help="Dataset: mnist or morphomnist."),
+          dataset: str = typer.Option("mnist", help="Dataset: mnist, morphomnist or folder (a generic dataset folder, --data-dir)."),
           out: Path = typer.Option(..., help="Checkpoint folder (config.json + model.safetensors)."),
           steps: int = typer.Option(10000, min=1), batch_size: int = typer.Option(64, min=1),
           lr: float = typer.Option(2e-4, min=0.0), seed: int = typer.Option(0, min=0, max=2**31 - 1),
           resume: bool = typer.Option(False, help="Continue the checkpoint in --out."),
           split: str = typer.Option("train", help="MNIST training split: train (50k; valid is held out) or train+valid."),
           data_dir: Optional[Path] = typer.Option(None, help="mnist: IDX folder instead of the package index; morphomnist: the folder written by `diffscm data morphomnist --out` (required)."),
-          target: str = typer.Option("digit", help="predictor/oracle/flow: the variable to model (digit, thickness, intensity)."),
+          target: Optional[str] = typer.Option(None, help="predictor/oracle/flow: the variable to model (digit, thickness, intensity; folder: a class column, default dataset.json's label)."),
+          where: list[str] = typer.Option([], help="folder: train only on rows with COLUMN=VALUE (e.g. lesion=0 for healthy-only); repeatable."),
           init: Optional[Path] = typer.Option(None, help="Start from this checkpoint's weights (tensors of matching shape)."),
           schedule: str = typer.Option("linear", help="Noise schedule of a new diffusion model: linear or cosine."),
           conditional: bool = typer.Option(False, help="Diffusion: class-conditional with a null token."),
-          p_uncond: float = typer.Option(0.35, help="Diffusion: probability of dropping the label to ∅."),
+          p_uncond: float = typer.Option(0.35, "--cond-dropout", "--p-uncond", min=0.0, max=1.0, help="Diffusion: probability of dropping the label to ∅."),
           diffusion: Optional[Path] = typer.Option(None, help="Predictor: the diffusion checkpoint whose schedule it learns."),
           ema_decay: float = typer.Option(0.999, help="Diffusion: EMA decay of the sampling weights."),
           latent: int = typer.Option(16, min=1, help="VAE/cVAE/autoencoder: latent dimension."),
@@ -133,7 +201,8 @@ def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor, orac
     dev = pick_device(device)
     torch.manual_seed(seed)
     job = setup_training(what.value, dataset, split=split, data_dir=data_dir, target=target, schedule=schedule,
-                         conditional=conditional, p_uncond=p_uncond, diffusion=diffusion, latent=latent)
+                         conditional=conditional, p_uncond=p_uncond, diffusion=diffusion, latent=latent,
+                         where=_parse_where(where))
     if init is not None and not (resume and (out / tr.STATE_JSON).exists()):
         job.extra["init"] = tr.load_init(job.model, init)   # a resumed run continues its own weights instead
     cfg = tr.TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, save_every=save_every,
@@ -143,6 +212,16 @@ def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor, orac
     tr.fit(job.model, job.loss, job.inputs, job.labels, cfg, out, resume=resume, device=dev, extra_config=extra,
            log=lambda s: typer.echo(s, err=True))
     typer.echo(str(out))
+
+
+def _parse_where(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise DiffSCMError(f"--where {item!r} must be COLUMN=VALUE")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -243,7 +322,9 @@ def pack(out: Path = typer.Option(..., help="SCM folder to write."),
          oracle: list[str] = typer.Option([], "--oracle", help="Evaluation oracle: DIR (digit) or NAME=DIR (classifier or regressor)."),
          flow: list[str] = typer.Option([], "--flow", help="Flow of a continuous attribute: NAME=DIR."),
          graph: Optional[Path] = typer.Option(None, help="Graph file (JSON/YAML); default: digit -> image."),
-         scale: list[str] = typer.Option(..., "--scale", help="Default guidance scale: S (every predictor) or NAME=S."),
+         scale: list[str] = typer.Option([], "--scale", help="Default guidance scale: S (every predictor) or NAME=S."),
+         cfg_scale: float = typer.Option(0.0, help="Default classifier-free guidance weight w (conditional diffusion models)."),
+         healthy_diffusion: Optional[Path] = typer.Option(None, help="Localization baseline: diffusion model trained on healthy images only."),
          vae: Optional[Path] = typer.Option(None, help="Evaluation: VAE whose posteriors define CLD."),
          cvae: Optional[Path] = typer.Option(None, help="Baseline: conditional VAE."),
          autoencoder: Optional[Path] = typer.Option(None, help="Baseline: autoencoder of the prototype method."),
@@ -260,19 +341,27 @@ def pack(out: Path = typer.Option(..., help="SCM folder to write."),
     from .cli_counterfactual import scale_items
 
     scales = scale_items(scale, list(predictors), {})
-    pack_scm(out, spec, diffusion, predictors, {"steps": steps, "ratio": ratio, "scales": scales, "clip": clip,
-                                                "dynamic_norm": dynamic_norm},
+    defaults = {"steps": steps, "ratio": ratio, "scales": scales, "clip": clip, "dynamic_norm": dynamic_norm}
+    if cfg_scale:
+        defaults["cfg_scale"] = cfg_scale
+    pack_scm(out, spec, diffusion, predictors, defaults,
              oracles=_named_paths(oracle, "--oracle", "digit"), flows=_named_paths(flow, "--flow", None),
              overwrite=overwrite,
              evaluation={k: v for k, v in {"vae": vae, "cvae": cvae, "autoencoder": autoencoder,
-                                           "classifier": classifier}.items() if v is not None})
+                                           "classifier": classifier,
+                                           "healthy-diffusion": healthy_diffusion}.items() if v is not None})
     typer.echo(str(out))
 
 
 @app.command()
 def evaluate(
     model: str = typer.Option("mnist", help="Shipped model name (mnist) or an SCM folder with evaluation models."),
-    method: list[str] = typer.Option(["diffscm"], "--method", help="diffscm, diffscm-reference, cvae or prototype (repeatable)."),
+    task: str = typer.Option("counterfactual", help="counterfactual (effectiveness, CLD, ...) or localization (Dice, AUPRC, AUROC)."),
+    method: list[str] = typer.Option(["diffscm"], "--method", help="counterfactual: diffscm, diffscm-reference, cvae or prototype; localization: implicit, classifier, anoddpm, vae (default all). Repeatable."),
+    lesion_data: list[Path] = typer.Option([], "--lesion-data", help="localization: a dataset folder with val/test splits and masks, one per seed (repeatable)."),
+    n_val: int = typer.Option(200, min=1, help="localization: validation images per seed (threshold choice)."),
+    n_test: int = typer.Option(400, min=1, help="localization: test images per seed."),
+    cfg_scale: Optional[float] = typer.Option(None, help="Classifier-free guidance weight w (conditional models; localization: implicit)."),
     n: int = typer.Option(1000, min=2, help="Number of factual images (the first n of --split)."),
     seeds: str = typer.Option("0,1,2", help="Comma-separated seeds (random targets, stochastic sampling)."),
     split: str = typer.Option("test", help="Split of the factual images and of CLD's real-image pool: test or valid."),
@@ -293,9 +382,24 @@ def evaluate(
     overwrite: bool = typer.Option(False, help="Replace a non-empty --report / an existing --json."),
     device: str = typer.Option("auto"), quiet: bool = typer.Option(False, help="No progress bar."),
 ):
-    """Effectiveness, composition, reversibility, CLD, FID (oracle features) and speed of counterfactual methods."""
+    """Effectiveness, composition, reversibility, CLD, FID (oracle features) and speed of counterfactual methods;
+    with --task localization, lesion localisation by healthy counterfactuals and baselines."""
     from .baselines import PrototypeParams
     from .cli_evaluate import METHODS, default_cache, parse_list, run_evaluate
+
+    if task not in ("counterfactual", "localization"):
+        raise DiffSCMError(f"unknown --task {task!r} (counterfactual or localization)")
+    if task == "localization":
+        from .cli_localize import run_localization_eval
+
+        _check_outputs(json_out, report, overwrite)
+        run_localization_eval(_load_scm(model, device), [] if method == ["diffscm"] else method, lesion_data,
+                              n_val, n_test, steps, ratio, cfg_scale, scale, dynamic_norm, batch_size,
+                              None if no_cache else (cache or default_cache()), json_out, report, progress=not quiet,
+                              echo=typer.echo)
+        return
+    if lesion_data:
+        raise DiffSCMError("--lesion-data belongs to --task localization")
 
     bad = [m for m in method if m not in METHODS]
     if bad:
@@ -307,13 +411,52 @@ def evaluate(
         raise DiffSCMError(f"--seeds {seeds!r}: seeds must be in 0..2^31-1")
     scm, overrides = _prepare_evaluation(split, json_out, report, overwrite, model, device,
                                          {"steps": steps, "ratio": ratio, "scale": scale, "dynamic_norm": dynamic_norm,
-                                          "batch_size": batch_size})
+                                          "batch_size": batch_size, "cfg_scale": cfg_scale})
     scm.image_mechanism.grid(scm.options(**overrides))
     results, _, _ = run_evaluate(scm, method, overrides, n, seed_list, split, comp_n, json_out, report,
                            None if no_cache else (cache or default_cache()), data_dir, progress=not quiet, n_boot=n_boot,
                            proto_params=PrototypeParams(iterations=proto_iterations), fid_reference=fid_reference)
     for r in results:
         typer.echo(json.dumps({"method": r["method"], **{k: round(v["mean"], 4) for k, v in r["metrics"].items()}}))
+
+
+@app.command()
+def localize(
+    model: str = typer.Option(..., help="SCM folder (or shipped name, e.g. lesion-mnist) with a conditional ε-model and/or a predictor."),
+    input: Path = typer.Option(..., "--input", help="An image (PNG/NPY/NPZ, C×H×W or H×W) or a folder of them."),
+    out: Path = typer.Option(..., help="Output folder: per image NAME_cf.png, NAME_map.png (heat overlay), NAME_map.npy; localize.json."),
+    target: str = typer.Option("healthy", help="Counterfactual class: healthy (= 0) or a class index."),
+    cfg_scale: Optional[float] = typer.Option(None, help="Classifier-free guidance weight w (default: the model's)."),
+    scale: Optional[float] = typer.Option(None, help="Anti-causal classifier guidance scale (default: the model's)."),
+    steps: Optional[int] = typer.Option(None, help="DDIM grid size N."),
+    ratio: Optional[float] = typer.Option(None, help="Sampling progression ratio L."),
+    dynamic_norm: Optional[bool] = typer.Option(None, "--dynamic-norm/--no-dynamic-norm", help="Dynamic normalisation of x0-hat."),
+    reduce: str = typer.Option("mean", help="Channel reduction of |x - x_cf|: mean or max."),
+    sigma: float = typer.Option(0.0, min=0.0, help="Gaussian smoothing of the map (pixels)."),
+    mask: Optional[Path] = typer.Option(None, help="Foreground mask (one file for all, or a folder with NAME.png/.npy)."),
+    batch_size: Optional[int] = typer.Option(None, min=1),
+    overwrite: bool = typer.Option(False, help="Replace a non-empty --out."),
+    device: str = typer.Option("auto"), quiet: bool = typer.Option(False, help="No progress bar."),
+):
+    """Weakly supervised localisation: the healthy counterfactual of each image and its anomaly map |x - x_cf|."""
+    from .cli_localize import collect_inputs, parse_target, run_localize
+
+    _check_out(out, overwrite)
+    inputs = collect_inputs(input)
+    scm = _load_scm(model, device)
+    mech = scm.image_mechanism
+    name = mech.condition or next(iter(mech.predictors), None)
+    if name is None:
+        raise DiffSCMError(f"model {model} has neither a conditional diffusion model nor a predictor")
+    k = parse_target(target, scm.graph.variables[name].num_classes)
+    overrides = {"steps": steps, "ratio": ratio, "cfg_scale": cfg_scale, "dynamic_norm": dynamic_norm,
+                 "batch_size": batch_size}
+    opts = scm.options(**overrides)
+    if scale is not None:
+        opts.scales = {name: float(scale)}
+    mech.grid(opts)
+    records = run_localize(scm, inputs, k, opts, out, reduce, sigma, mask, progress=not quiet)
+    typer.echo(f"{out} ({len(records)} images)")
 
 
 @app.command()

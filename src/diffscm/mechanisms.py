@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from .errors import DiffSCMError
-from .guidance import GuidanceTerm, classifier_guided
+from .guidance import GuidanceTerm, classifier_free, classifier_guided
 from .models import DiffusionModel, NoiseAwarePredictor
 from .sampling import EpsFn, ddim_invert, ddim_sample
 from .schedule import ddim_grid
@@ -21,6 +21,7 @@ class InferenceOptions:
     steps: int = 50
     ratio: float = 1.0
     scales: dict[str, float] = field(default_factory=dict)
+    cfg_scale: float = 0.0     # w of classifier-free guidance (needs a conditional diffusion model); 0 = off
     eta: float = 0.0
     clip: bool = True
     dynamic_norm: bool = False
@@ -33,6 +34,8 @@ class InferenceOptions:
         for name, ok in checks:
             if not ok:
                 raise DiffSCMError(f"{name} = {getattr(self, name)} is out of range")
+        if not math.isfinite(float(self.cfg_scale)):
+            raise DiffSCMError(f"cfg_scale must be finite, got {self.cfg_scale}")
         for name, s in self.scales.items():
             if not math.isfinite(float(s)):
                 raise DiffSCMError(f"guidance scale of {name} must be finite, got {s}")
@@ -49,11 +52,17 @@ class RootCategorical:
 
 
 class DiffusionImageMechanism:
-    """image := f(u, pa) with u the DDIM latent of the image; pa steers decoding through anti-causal guidance."""
+    """image := f(u, pa) with u the DDIM latent of the image; pa steers decoding through anti-causal guidance
+    (one noise-aware predictor per parent) and, with a conditional ε-model, classifier-free guidance on
+    ``condition`` (a categorical parent; abduction then uses the null label ∅)."""
 
-    def __init__(self, diffusion: DiffusionModel, predictors: dict[str, NoiseAwarePredictor]):
+    def __init__(self, diffusion: DiffusionModel, predictors: dict[str, NoiseAwarePredictor],
+                 condition: str | None = None):
         self.diffusion = diffusion
         self.predictors = predictors
+        if condition is None and diffusion.num_classes:
+            condition = diffusion.config.get("label")
+        self.condition = condition
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:
@@ -63,6 +72,7 @@ class DiffusionImageMechanism:
         return ddim_grid(opts.steps, opts.ratio, self.diffusion.config["num_train_timesteps"])
 
     def eps_fn(self) -> EpsFn:
+        """ε(x, t) of the unconditional model (the null label ∅ of a conditional one)."""
         model = self.diffusion
 
         def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -70,6 +80,29 @@ class DiffusionImageMechanism:
                 return model(x, t)
 
         return eps
+
+    def cond_eps_fn(self):
+        """ε(x, t, y) of a conditional model."""
+        model = self.diffusion
+
+        def eps(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return model(x, t, y)
+
+        return eps
+
+    def base_eps(self, parents: dict[str, torch.Tensor], opts: InferenceOptions) -> EpsFn:
+        """The ε used for decoding before anti-causal terms: classifier-free mixing when ``cfg_scale`` ≠ 0."""
+        if not opts.cfg_scale:
+            return self.eps_fn()
+        if not self.diffusion.num_classes:
+            raise DiffSCMError("cfg_scale needs a conditional diffusion model (trained with --conditional)")
+        if self.condition is None or self.condition not in parents:
+            raise DiffSCMError(f"classifier-free guidance: no value for the conditioning variable {self.condition!r}")
+        label = parents[self.condition].long()
+        if label.min() < 0 or label.max() >= self.diffusion.num_classes:
+            raise DiffSCMError(f"{self.condition} must lie in 0..{self.diffusion.num_classes - 1} for this model")
+        return classifier_free(self.cond_eps_fn(), label, self.diffusion.null_label, opts.cfg_scale)
 
     def abduct(self, x: torch.Tensor, opts: InferenceOptions,
                callback: Callable[[int], None] | None = None) -> torch.Tensor:
@@ -89,7 +122,7 @@ class DiffusionImageMechanism:
                 generator: torch.Generator | None = None,
                 callback: Callable[[int], None] | None = None) -> torch.Tensor:
         """Decode the latent on the same grid, guided towards every image parent's (counterfactual) value."""
-        eps = classifier_guided(self.eps_fn(), self.guidance_terms(parents, opts), self.alphas_cumprod)
+        eps = classifier_guided(self.base_eps(parents, opts), self.guidance_terms(parents, opts), self.alphas_cumprod)
         with torch.no_grad():
             x = ddim_sample(eps, u, self.alphas_cumprod, self.grid(opts), eta=opts.eta, clip=opts.clip,
                             dynamic_norm=opts.dynamic_norm, generator=generator, callback=callback)

@@ -28,7 +28,8 @@ def training_summary(ckpt: Path) -> dict | None:
             "train": meta["train"], "segments": meta.get("segments", []), **{k: v for k, v in cfg.get("meta", {}).items() if k not in ("train", "step")}}
 
 
-EVAL_KINDS = {"vae": "vae", "cvae": "vae", "autoencoder": "vae", "classifier": "classifier"}
+EVAL_KINDS = {"vae": "vae", "cvae": "vae", "autoencoder": "vae", "classifier": "classifier",
+              "healthy-diffusion": "diffusion"}
 
 
 def pack_scm(out: Path, graph: dict, diffusion: Path, predictors: dict[str, Path], defaults: dict,
@@ -72,7 +73,19 @@ def pack_scm(out: Path, graph: dict, diffusion: Path, predictors: dict[str, Path
         parts[f"eval/{name}"] = (src, EVAL_KINDS[name])
     for _, (src, kind) in parts.items():
         load_config(src, expected_kind=kind)
+    for name, src in predictors.items():
+        var, pcfg = g.variables[name], load_config(src)
+        if var.kind == "categorical" and pcfg.get("num_classes") != var.num_classes:
+            raise DiffSCMError(f"predictor {name!r} has {pcfg.get('num_classes')} classes, the graph's {name} {var.num_classes}")
     cfg = {"graph": graph, "image": {"diffusion": "diffusion", "predictors": pred_dirs}, "defaults": defaults}
+    dcfg = load_config(diffusion)
+    if dcfg.get("num_classes"):
+        cond = dcfg.get("label") or (g.image.parents[0] if len(g.image.parents) == 1 else None)
+        var = g.variables.get(cond) if cond else None
+        if var is None or var.kind != "categorical" or var.num_classes != dcfg["num_classes"]:
+            raise DiffSCMError(f"the conditional diffusion model's label {cond!r} is not a categorical image parent "
+                               f"with {dcfg['num_classes']} classes")
+        cfg["image"]["condition"] = cond
     if flow_dirs:
         cfg["attributes"] = flow_dirs
     if single:
@@ -104,3 +117,35 @@ def pack_mnist_scm(out: Path, diffusion: Path, predictor: Path, oracle: Path | N
     pack_scm(out, MNIST_GRAPH, diffusion, {"digit": predictor}, defaults,
              oracles={"digit": oracle} if oracle is not None else None, overwrite=overwrite,
              extra_files=extra_files, evaluation=evaluation)
+
+
+def card_parts(pack: Path, parts: list[str], prose: dict[str, str]) -> tuple[list[str], list[list]]:
+    """Model-card markdown of each shipped part (prose, data, optimiser, commands, wall time) and summary rows,
+    read from the parts' ``training.json`` and weights — nothing typed by hand except ``prose``."""
+    import platform
+
+    from safetensors.torch import load_file
+
+    lines, rows = [], []
+    for part in parts:
+        d = Path(pack) / part
+        tr = json.loads((d / "training.json").read_text())
+        n_params = sum(t.numel() for t in load_file(str(d / WEIGHTS_NAME)).values())
+        size_mb = (d / WEIGHTS_NAME).stat().st_size / 2**20
+        rows.append([part, f"{n_params / 1e6:.3f} M", f"{size_mb:.2f} MB", tr["steps"], tr["train"]["batch_size"],
+                     tr["train"]["lr"], f"{tr['wall_seconds'] / 60:.1f} min", f"{tr['final_loss']:.4f}"])
+        lines += [f"## {part}", "", prose.get(part, ""), "",
+                  f"- data: {tr.get('data')}" + (f" (rows where {tr['where']})" if tr.get("where") else ""),
+                  f"- seed {tr['train']['seed']}; AdamW, lr {tr['train']['lr']} (warm-up {tr['train']['warmup']}), "
+                  f"batch {tr['train']['batch_size']}, grad-clip {tr['train']['grad_clip']}"
+                  + (f", EMA {tr['train']['ema_decay']}" if tr["train"].get("ema_decay") else ""),
+                  "- commands:"]
+        for seg in tr.get("segments") or []:
+            threads = f", {seg['torch_threads']} torch threads" if "torch_threads" in seg else ""
+            lines.append(f"  - `{seg['command']}` (steps {seg['start_step']}→{seg['end_step']}{threads})")
+        lines += [f"- wall time {tr['wall_seconds'] / 60:.1f} min on {tr.get('device', 'cpu')} ({platform.machine()}, "
+                  "2 cores shared with other jobs)", ""]
+    return lines, rows
+
+
+CARD_SUMMARY_HEADER = ["model", "parameters", "file", "steps", "batch", "lr", "wall", "final loss"]

@@ -22,7 +22,7 @@ from .mechanisms import DiffusionImageMechanism, InferenceOptions, RootCategoric
 from .models import AttributeFlow, DiffusionModel, NoiseAwarePredictor, Oracle, load_model
 
 SCM_CONFIG = "scm.json"
-PRETRAINED = ("mnist", "morphomnist")
+PRETRAINED = ("mnist", "morphomnist", "lesion-mnist")
 
 
 @dataclass
@@ -86,7 +86,8 @@ class SCM:
         if cfg.get("oracle"):
             oracles[graph.image.parents[0]] = Oracle.from_pretrained(path / cfg["oracle"], device)
         flows = {k: AttributeFlow.from_pretrained(path / v, device) for k, v in (cfg.get("attributes") or {}).items()}
-        return cls(graph, DiffusionImageMechanism(diffusion, predictors), attributes=flows, defaults=defaults,
+        mech = DiffusionImageMechanism(diffusion, predictors, condition=img.get("condition"))
+        return cls(graph, mech, attributes=flows, defaults=defaults,
                    oracles=oracles, path=path)
 
     def fit_attributes(self, table: dict[str, np.ndarray], steps: int = 2000, batch_size: int = 256, lr: float = 3e-3,

@@ -11,6 +11,7 @@ from . import training as tr
 from .data import to_model_range
 from .errors import DiffSCMError
 from .graph import MORPHO_GRAPH, CausalGraph
+from .models.diffusion import DEFAULT_UNET
 from .models import (
     VAE,
     AttributeFlow,
@@ -21,7 +22,7 @@ from .models import (
     RegressionOracle,
 )
 
-DATASETS = ("mnist", "morphomnist")
+DATASETS = ("mnist", "morphomnist", "folder")
 
 
 @dataclass
@@ -80,12 +81,45 @@ def make_flow(graph: CausalGraph, name: str, table: dict[str, np.ndarray]) -> At
                           "parents": cond_spec(graph, var.parents, table)})
 
 
-def setup_training(what: str, dataset: str, *, split: str = "train", data_dir: Path | None = None, target: str = "digit",
+def load_folder_training(data_dir: Path | None, target: str | None, where: dict[str, str] | None = None):
+    """Training rows of a generic dataset folder (its ``train`` split if it has a split column), as uint8-free floats."""
+    import hashlib
+
+    from .data.folder import LABELS_CSV, load_folder
+
+    if data_dir is None:
+        raise DiffSCMError("--dataset folder needs --data-dir: a folder with labels.csv and images/")
+    probe = (Path(data_dir) / LABELS_CSV)
+    has_split = probe.is_file() and "split" in probe.read_text().split("\n", 1)[0].split(",")
+    ds = load_folder(data_dir, split="train" if has_split else None, label=target, masks=False)
+    keep = np.ones(len(ds), dtype=bool)
+    for col, val in (where or {}).items():
+        if col not in ds.table:
+            raise DiffSCMError(f"--where {col}={val}: no column {col!r} in {data_dir}/{LABELS_CSV}")
+        keep &= np.asarray([str(v) for v in ds.table[col]]) == val
+        if not keep.any():
+            raise DiffSCMError(f"--where {col}={val} selects no training image")
+    h = hashlib.sha256(ds.images.tobytes())
+    h.update((Path(data_dir) / LABELS_CSV).read_bytes())
+    x = torch.as_tensor(ds.images[keep]) * 2 - 1
+    table = {k: v[keep] for k, v in ds.table.items()}
+    extra = {"dataset": "folder", "split": "train" if has_split else "all", "n_images": int(keep.sum()),
+             "data": f"{data_dir} images+labels sha256 {h.hexdigest()}",
+             **({"where": dict(where)} if where else {})}
+    return x, table, ds.info, extra
+
+
+def setup_training(what: str, dataset: str, *, split: str = "train", data_dir: Path | None = None, target: str | None = None,
                    schedule: str = "linear", conditional: bool = False, p_uncond: float = 0.35,
-                   diffusion: Path | None = None, latent: int = 16) -> TrainJob:
+                   diffusion: Path | None = None, latent: int = 16, where: dict[str, str] | None = None) -> TrainJob:
     """Build the model, its loss and the training tensors of one job."""
     if dataset not in DATASETS:
         raise DiffSCMError(f"unknown dataset {dataset!r} (available: {', '.join(DATASETS)})")
+    if where and dataset != "folder":
+        raise DiffSCMError("--where filters the rows of --dataset folder only")
+    if dataset == "folder":
+        return _setup_folder(what, data_dir, target, schedule, conditional, p_uncond, diffusion, latent, where)
+    target = target or "digit"
     if dataset == "mnist":
         from .data import load_mnist
         from .data.mnist import MNIST_SHA256
@@ -151,3 +185,41 @@ def setup_training(what: str, dataset: str, *, split: str = "train", data_dir: P
         return TrainJob(model, tr.vae_loss(model), x, labels, extra)
     model = VAE({"latent": latent, "num_classes": 10 if what == "cvae" else 0, "variational": what != "autoencoder"})
     return TrainJob(model, tr.vae_loss(model), x, torch.as_tensor(attrs["digit"]), extra)
+
+
+def _setup_folder(what, data_dir, target, schedule, conditional, p_uncond, diffusion, latent, where) -> TrainJob:
+    x, table, info, extra = load_folder_training(data_dir, target, where)
+    label = info.get("label")
+    c, h, w = x.shape[1:]
+    if h != w:
+        raise DiffSCMError(f"images must be square, got {h}×{w}")
+    if what in ("diffusion", "vae", "autoencoder") and not (what == "diffusion" and conditional):
+        y = torch.as_tensor(table[label]) if label else torch.zeros(len(x), dtype=torch.long)
+    else:
+        if label is None:
+            raise DiffSCMError(f"{what} needs a class column: pass --target COLUMN or set 'label' in dataset.json")
+        y = torch.as_tensor(table[label])
+    k = int(info.get("num_classes") or 0)
+    if what == "diffusion":
+        unet = {**DEFAULT_UNET, "sample_size": h, "in_channels": c, "out_channels": c}
+        if h != 28:
+            unet.update({"block_out_channels": [32, 64, 128], "norm_num_groups": 8})
+        model = DiffusionModel({"unet": unet, "schedule": schedule, "num_classes": k if conditional else 0,
+                                "label": label if conditional else None})
+        return TrainJob(model, tr.diffusion_loss(model, p_uncond), x, y, extra)
+    if what in ("predictor", "classifier", "oracle"):
+        if what == "predictor":
+            if diffusion is None:
+                raise DiffSCMError("--diffusion DIR is required: the predictor is trained on that model's noise schedule")
+            alphas, dcfg = tr.read_alphas(diffusion)
+            model = NoiseAwarePredictor({"target": label, "num_classes": k, "in_channels": c,
+                                         "schedule": dcfg.get("schedule", "linear"),
+                                         "num_train_timesteps": dcfg.get("num_train_timesteps", 1000)})
+            return TrainJob(model, tr.predictor_loss(model, alphas), x, y, extra)
+        model = Oracle({"num_classes": k, "in_channels": c, "image_size": h}) if what == "oracle" else \
+            Classifier({"channels": [16, 32], "hidden": 64, "num_classes": k, "in_channels": c, "image_size": h})
+        return TrainJob(model, tr.oracle_loss(model, max_shift=0 if what == "classifier" else 2), x, y, extra)
+    if what in ("vae", "autoencoder"):
+        model = VAE({"latent": latent, "variational": what == "vae", "in_channels": c, "size": h})
+        return TrainJob(model, tr.vae_loss(model), x, y, extra)
+    raise DiffSCMError(f"`train {what}` is not available for --dataset folder (diffusion, predictor, oracle, classifier, vae, autoencoder)")

@@ -36,6 +36,10 @@ class DiffusionModel(Pretrained):
         if config["num_classes"]:
             unet_kwargs["num_class_embeds"] = config["num_classes"] + 1
         self.unet = UNet2DModel(**unet_kwargs)
+        if config["num_classes"]:
+            # Zero label embeddings: a conditional model starts as its unconditional self (e.g. when fine-tuned
+            # from an unconditional checkpoint with --init), and learns the labels' effects from there.
+            torch.nn.init.zeros_(self.unet.class_embedding.weight)
         self.register_buffer("alphas_cumprod",
                              make_alphas_cumprod(config["schedule"], config["num_train_timesteps"]).float(),
                              persistent=False)
