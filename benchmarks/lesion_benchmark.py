@@ -126,19 +126,18 @@ def _figure(models, proto, root: Path, cache, path: Path, n: int = 6) -> None:
     idx = np.flatnonzero(test.table[models.label] == 1)[:n]
     rows = [("image", np.round(test.images[idx, 0] * 255).astype(np.uint8)),
             ("lesion mask", (test.masks[idx] * 255).astype(np.uint8))]
+    maps = {}
     for method in ("implicit", "classifier", "anoddpm", "vae"):
         xh = healthy_images(models, method, test, proto, 0, cache, f"figure {method}", progress=False)
-        m = maps_of(test, xh, proto)
+        maps[method] = m = maps_of(test, xh, proto)
         rows.append((f"{method} x_h", np.round(xh[idx, 0] * 255).astype(np.uint8)))
         rows.append((f"{method} map", np.round(np.clip(m[idx] / 0.5, 0, 1) * 255).astype(np.uint8)))
     path.parent.mkdir(parents=True, exist_ok=True)
     save_grid(rows, path, scale=3, label_width=110)
     # a colour overlay of the implicit method for the README
-    xh = healthy_images(models, "implicit", test, proto, 0, cache, "overlay", progress=False)
-    m = maps_of(test, xh, proto)
     from PIL import Image
 
-    tiles = [heat_overlay(test.images[k], m[k], 0.5) for k in idx]
+    tiles = [heat_overlay(test.images[k], maps["implicit"][k], 0.5) for k in idx]
     Image.fromarray(np.concatenate(tiles, 1)).resize((28 * 4 * len(idx), 28 * 4), Image.NEAREST).save(path.with_name("overlay_implicit.png"))
 
 
@@ -241,11 +240,8 @@ def main() -> None:
         return run_data(args)
     scm = SCM.from_pretrained(args.model, pick_device(args.device))
     models = LocalizationModels.from_scm(scm)
-    d = scm.defaults
-    proto = LocalizationProtocol(steps=d.steps, ratio=d.ratio, w=d.cfg_scale, dynamic_norm=d.dynamic_norm,
-                                 classifier_scale=d.scales.get(models.label, 10.0) or 10.0,
-                                 n_val=args.n_val, n_test=args.n_test, batch_size=args.batch_size,
-                                 chunk=args.batch_size, sigma=args.sigma)
+    proto = LocalizationProtocol.from_scm(scm, models.label, n_val=args.n_val, n_test=args.n_test,
+                                          batch_size=args.batch_size, chunk=args.batch_size, sigma=args.sigma)
     if args.stage == "table" and args.from_sweep:
         chosen = json.loads((ROOT / "docs/results/lesion_sweep.json").read_text())["chosen"]
         proto = replace(proto, **chosen)

@@ -144,8 +144,6 @@ def run_localization_eval(scm: SCM, methods: list[str], roots: list[Path], n_val
                           cfg_scale, scale, dynamic_norm, batch_size, cache: Path | None, json_out: Path | None,
                           report: Path | None, progress: bool = True, echo=print) -> dict:
     """``diffscm evaluate --task localization``: the lesion table over the seeds' dataset folders."""
-    from dataclasses import replace
-
     from .lesion_eval import METHODS, LocalizationModels, LocalizationProtocol, evaluate_localization
     from .report import write_text_atomic
 
@@ -162,18 +160,14 @@ def run_localization_eval(scm: SCM, methods: list[str], roots: list[Path], n_val
         if seed in seeds:
             raise DiffSCMError(f"--lesion-data {root} repeats seed {seed}")
         seeds[seed] = Path(root)
-    d = scm.defaults
-    proto = LocalizationProtocol(steps=d.steps, ratio=d.ratio, w=d.cfg_scale or 3.0, dynamic_norm=d.dynamic_norm,
-                                 classifier_scale=next(iter(d.scales.values()), 10.0) or 10.0,
-                                 n_val=n_val, n_test=n_test, batch_size=d.batch_size)
-    over = {"steps": steps, "ratio": ratio, "w": cfg_scale, "classifier_scale": scale, "dynamic_norm": dynamic_norm,
-            "batch_size": batch_size}
-    proto = replace(proto, **{k: v for k, v in over.items() if v is not None})
+    models = LocalizationModels.from_scm(scm)
+    proto = LocalizationProtocol.from_scm(scm, models.label, n_val=n_val, n_test=n_test, steps=steps, ratio=ratio,
+                                          w=cfg_scale, classifier_scale=scale, dynamic_norm=dynamic_norm,
+                                          batch_size=batch_size)
     proto.options()  # validate
     from .schedule import ddim_grid
 
     ddim_grid(proto.steps, proto.ratio)
-    models = LocalizationModels.from_scm(scm)
     results = evaluate_localization(models, seeds, proto, methods, cache, progress)
     table = localization_table(results)
     echo(table)

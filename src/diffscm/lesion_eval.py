@@ -55,6 +55,14 @@ class LocalizationProtocol:
     batch_size: int = 100
     chunk: int = 100
 
+    @classmethod
+    def from_scm(cls, scm: SCM, label: str, **overrides) -> "LocalizationProtocol":
+        """The SCM's default inference options as a protocol, with ``overrides`` (``None`` values ignored)."""
+        d = scm.defaults
+        proto = cls(steps=d.steps, ratio=d.ratio, w=d.cfg_scale or 3.0, dynamic_norm=d.dynamic_norm,
+                    classifier_scale=d.scales.get(label, 0.0) or 10.0, batch_size=d.batch_size)
+        return replace(proto, **{k: v for k, v in overrides.items() if v is not None})
+
     def options(self, **kw) -> InferenceOptions:
         d = {"steps": self.steps, "ratio": self.ratio, "dynamic_norm": self.dynamic_norm, "clip": False,
              "batch_size": self.batch_size, **kw}
