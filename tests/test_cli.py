@@ -500,3 +500,11 @@ def test_demo_writes_grid_and_npz(tiny_scm, idx_dir, tmp_path, monkeypatch, caps
     again = run_cli(monkeypatch, capsys, "demo", "--model", tiny_scm, "--data-dir", idx_dir, "--n", 3, "--out", out,
                     "--quiet", "--device", "cpu")
     assert_one_line_error(again, "--overwrite")
+
+
+def test_train_bad_mixed_precision(monkeypatch, capsys, idx_dir, tmp_path):
+    out = tmp_path / "ck"
+    res = run_cli(monkeypatch, capsys, "train", "oracle", "--data-dir", idx_dir, "--steps", 1, "--out", out,
+                  "--mixed-precision", "fp16")
+    assert_one_line_error(res, "--mixed-precision", "fp16")
+    assert not out.exists()

@@ -98,3 +98,20 @@ def test_checkpoint_folder_has_no_pickles(tmp_path):
     quiet_fit(m, tr.oracle_loss(m), x, y, tr.TrainConfig(steps=2, batch_size=4, save_every=2), tmp_path / "o")
     for f in (tmp_path / "o").iterdir():
         assert not f.read_bytes().startswith(b"\x80"), f
+
+
+def test_bf16_autocast_trains_and_is_recorded(tmp_path):
+    torch.manual_seed(0)
+    model = NoiseAwarePredictor({"channels": [8, 16], "temb_dim": 16, "groups": 4, "num_classes": 2})
+    x, y = toy_data()
+    cfg = tr.TrainConfig(steps=30, batch_size=16, lr=3e-3, warmup=1, log_every=10, save_every=30)
+    hist = quiet_fit(model, tr.predictor_loss(model, make_alphas_cumprod().float()), x, y, cfg, tmp_path / "p",
+                     mixed_precision="bf16")
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in hist) and hist[-1]["loss"] < hist[0]["loss"]
+    assert all(v.dtype == torch.float32 for v in load_file(str(tmp_path / "p" / "model.safetensors")).values())
+    state = json.loads((tmp_path / "p" / tr.STATE_JSON).read_text())
+    assert state["segments"][-1]["mixed_precision"] == "bf16" and state["world"] == 1
+    assert hist[-1]["images_per_s"] > 0
+    with pytest.raises(DiffSCMError, match="mixed precision 'fp8'"):
+        quiet_fit(model, tr.predictor_loss(model, make_alphas_cumprod().float()), x, y, cfg, tmp_path / "q",
+                  mixed_precision="fp8")

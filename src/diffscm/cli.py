@@ -190,15 +190,21 @@ def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor, orac
           diffusion: Optional[Path] = typer.Option(None, help="Predictor: the diffusion checkpoint whose schedule it learns."),
           ema_decay: float = typer.Option(0.999, help="Diffusion: EMA decay of the sampling weights."),
           latent: int = typer.Option(16, min=1, help="VAE/cVAE/autoencoder: latent dimension."),
-          save_every: int = typer.Option(250, min=1), device: str = typer.Option("auto")):
-    """Train a model with resumable, atomic checkpoints."""
+          save_every: int = typer.Option(250, min=1), device: str = typer.Option("auto"),
+          mixed_precision: str = typer.Option("no", help="bf16: the loss under bf16 autocast (for GPUs; weights stay float32)."),
+          quiet: bool = typer.Option(False, help="No progress bar.")):
+    """Train a model with resumable, atomic checkpoints. Data-parallel over several processes or GPUs when started
+    with `torchrun --nproc_per_node K -m diffscm.cli train …` or `accelerate launch -m diffscm.cli train …`."""
     import torch
 
     from . import training as tr
-    from .device import pick_device
+    from .distributed import device_for, topology
     from .train_setup import setup_training
 
-    dev = pick_device(device)
+    if mixed_precision not in ("no", "bf16"):
+        raise DiffSCMError(f"--mixed-precision {mixed_precision!r}: use no or bf16")
+    top = topology()
+    dev = device_for(top, device)
     torch.manual_seed(seed)
     job = setup_training(what.value, dataset, split=split, data_dir=data_dir, target=target, schedule=schedule,
                          conditional=conditional, p_uncond=p_uncond, diffusion=diffusion, latent=latent,
@@ -208,10 +214,11 @@ def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor, orac
     cfg = tr.TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, save_every=save_every,
                          ema_decay=ema_decay if what == TrainWhat.diffusion else 0.0)
     extra = {**job.extra, "command": " ".join(["diffscm", *sys.argv[1:]]), "device": str(dev),
-             "torch_threads": torch.get_num_threads()}
+             "torch_threads": torch.get_num_threads(), "processes": top.world}
     tr.fit(job.model, job.loss, job.inputs, job.labels, cfg, out, resume=resume, device=dev, extra_config=extra,
-           log=lambda s: typer.echo(s, err=True))
-    typer.echo(str(out))
+           log=lambda s: typer.echo(s, err=True), quiet=quiet, top=top, mixed_precision=mixed_precision)
+    if top.is_main:
+        typer.echo(str(out))
 
 
 def _parse_where(items: list[str]) -> dict[str, str]:
@@ -236,11 +243,17 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise DiffSCMError(f"{out} already exists and is not empty; pass --overwrite or choose another --out")
 
 
+def _is_main() -> bool:
+    from .distributed import topology
+
+    return topology().is_main
+
+
 def _load_scm(model: str, device: str):
-    from .device import pick_device
+    from .distributed import device_for, topology
     from .scm import SCM
 
-    return SCM.from_pretrained(model, pick_device(device))
+    return SCM.from_pretrained(model, device_for(topology(), device))
 
 
 @app.command()
@@ -262,14 +275,18 @@ def counterfactual(
     data_dir: Optional[Path] = typer.Option(None, help="mnist: IDX folder instead of the package index; morphomnist: a folder written by `diffscm data morphomnist --out`."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty --out."),
     device: str = typer.Option("auto"), quiet: bool = typer.Option(False, help="No progress bar."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the networks first (pays off on large runs; not bit-exact)."),
 ):
-    """Counterfactual images: abduct (DDIM inversion), act (do), predict (guided DDIM)."""
+    """Counterfactual images: abduct (DDIM inversion), act (do), predict (guided DDIM). Several processes
+    (`torchrun --nproc_per_node K -m diffscm.cli counterfactual …`) share the batches; the output is the same."""
     from .cli_counterfactual import load_factuals, parse_assignments, run_counterfactual
 
     do_spec = parse_assignments(do, "--do")
     obs_spec = parse_assignments(observed, "--observed")
     _check_out(out, overwrite)
     scm = _load_scm(model, device)
+    if compile:
+        scm.compile()
     from .cli_counterfactual import parse_scales
 
     opts = scm.options(steps=steps, ratio=ratio, scales=parse_scales(scm, scale), eta=eta, clip=clip, dynamic_norm=dynamic_norm,
@@ -280,7 +297,8 @@ def counterfactual(
     for note in notes:
         typer.echo(f"note: {note}", err=True)
     summary = run_counterfactual(scm, x_u8, observed_values, do_spec, opts, out, progress=not quiet)
-    typer.echo(json.dumps({"out": str(out), **summary}))
+    if _is_main():
+        typer.echo(json.dumps({"out": str(out), **summary}))
 
 
 @app.command()
@@ -383,7 +401,9 @@ def evaluate(
     device: str = typer.Option("auto"), quiet: bool = typer.Option(False, help="No progress bar."),
 ):
     """Effectiveness, composition, reversibility, CLD, FID (oracle features) and speed of counterfactual methods;
-    with --task localization, lesion localisation by healthy counterfactuals and baselines."""
+    with --task localization, lesion localisation by healthy counterfactuals and baselines. Counterfactual
+    evaluation under `torchrun --nproc_per_node K -m diffscm.cli evaluate …` shares the chunks over the processes
+    (through the cache folder, which they must all see); rank 0 scores and writes."""
     from .baselines import PrototypeParams
     from .cli_evaluate import METHODS, default_cache, parse_list, run_evaluate
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .data import from_model_range, load_mnist, to_model_range
+from .distributed import topology
 from .data.user_images import load_user_image
 from .errors import DiffSCMError
 from .evaluation import random_targets
@@ -193,14 +194,20 @@ def load_factuals(scm: SCM, split: str | None, index: str | None, images: list[P
 
 def run_counterfactual(scm: SCM, x_u8: np.ndarray, observed: dict[str, torch.Tensor], do_spec: dict[str, str],
                        opts: InferenceOptions, out: Path, progress: bool = True) -> dict:
-    """Compute counterfactuals and write ``grid.png``, ``counterfactuals.npz`` and ``options.json`` to ``out``."""
+    """Compute counterfactuals and write ``grid.png``, ``counterfactuals.npz`` and ``options.json`` to ``out``.
+
+    Under ``torchrun``/``accelerate launch`` the batches are shared out over the processes and only rank 0 writes."""
+    top = topology()
     do = resolve_do(scm, do_spec, observed, opts.seed)
     x = to_model_range(x_u8)
     t0 = time.time()
-    res = scm.counterfactual({scm.image_name: x, **observed}, do, opts, progress=progress)
+    res = scm.counterfactual({scm.image_name: x, **observed}, do, opts, progress=progress, top=top)
     elapsed = time.time() - t0
     cf = from_model_range(res[scm.image_name])
-    summary = {"n": int(len(x_u8)), "seconds": round(elapsed, 2), "images_per_s": round(len(x_u8) / elapsed, 3)}
+    summary = {"n": int(len(x_u8)), "seconds": round(elapsed, 2), "images_per_s": round(len(x_u8) / elapsed, 3),
+               "processes": top.world}
+    if not top.is_main:
+        return summary
     arrays = {"factual": x_u8, "counterfactual": cf}
     for name, v in observed.items():
         arrays[name] = v.numpy()

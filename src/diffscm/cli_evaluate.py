@@ -10,6 +10,7 @@ import numpy as np
 from .baselines import CVAEMethod, PrototypeMethod, PrototypeParams
 from .data import load_mnist
 from .data.mnist import cache_dir
+from .distributed import topology
 from .errors import DiffSCMError
 from .harness import METRIC_KEYS, DiffSCMMethod, EvalProtocol, Scorer, generate, oracle_features, score
 from .metrics import frechet_distance
@@ -127,13 +128,18 @@ def run_evaluate(scm: SCM, methods: list[str], overrides: dict, n: int, seeds: l
     x_all, y_all, paths, train, scorer = _prepare(scm, split, n, data_dir, n_boot, fid_reference)
     proto = EvalProtocol(n=n, split=split, seeds=tuple(seeds), comp_n=min(comp_n, n))
     results, generated = [], {}
+    top = topology()
     for name in methods:
         method = make_method(name, scm, overrides, paths, train, proto_params)
-        gen = generate(method, x_all[:n], y_all[:n], proto, cache=cache, progress=progress)
+        gen = generate(method, x_all[:n], y_all[:n], proto, cache=cache, progress=progress, top=top)
+        if not top.is_main:
+            continue       # rank 0 scores and writes; the others only generated their share
         generated[name] = gen
         res = {"method": name, "settings": method.settings(), "protocol": proto.key(), "n": n,
                "metrics": score(gen, scorer), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         results.append(res)
+    if not top.is_main:
+        return [], {}, {}
     real = {"method": "real test images", "n": n,
             "fid_oracle_real": _real_fid(scorer, x_all[:n])}
     write_outputs(results, generated, real, json_out, report)
@@ -178,16 +184,21 @@ def run_sweep(scm: SCM, param: str, values: list[float], overrides: dict, n: int
     proto = EvalProtocol(n=n, split=split, seeds=(seed,), comp_m=(1,), comp_n=0, phases=("counterfactual",))
     memo: dict = {}
     results, generated = [], []
+    top = topology()
     for v in values:
         cast = int(v) if param == "steps" else float(v)
         opts = scm.options(**{**overrides, param: cast})
         method = DiffSCMMethod(scm, opts, "diffscm", abduction_memo=memo)
-        gen = generate(method, x_all[:n], y_all[:n], proto, cache=cache, progress=progress)
+        gen = generate(method, x_all[:n], y_all[:n], proto, cache=cache, progress=progress, top=top)
+        if not top.is_main:
+            continue
         generated.append(gen)
         metrics = score(gen, scorer)
         metrics.pop("images_per_s", None)  # abduction is shared across values, so per-value timing would mislead
         results.append({"param": param, "value": cast, "settings": method.settings(), "n": n, "split": split,
                         "seed": seed, "metrics": metrics})
+    if not top.is_main:
+        return []
     if json_out is not None:
         _write_json_atomic(json_out, {"param": param, "values": values, "results": results})
     if report is not None:

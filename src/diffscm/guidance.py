@@ -45,12 +45,16 @@ def classifier_guided(eps_fn: EpsFn, terms: list[GuidanceTerm], alphas_cumprod: 
     active = [tm for tm in terms if torch.as_tensor(tm.scale).abs().max() > 0]
     if not active:
         return eps_fn
-    a = alphas_cumprod
+    ready: dict = {}
 
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not ready:  # move scales and √(1−ᾱ) to x's device once, not at every step
+            ready["terms"] = [GuidanceTerm(tm.log_prob, tm.target.to(x.device),
+                                           torch.as_tensor(tm.scale, device=x.device, dtype=x.dtype)) for tm in active]
+            ready["sqrt_1ma"] = (1 - alphas_cumprod.to(x.device, x.dtype)).sqrt()
         eps = eps_fn(x, t)
-        grad = guidance_gradient(active, x, t)
-        return eps - (1 - a.to(x.device, x.dtype)[t]).sqrt().view(-1, 1, 1, 1) * grad
+        grad = guidance_gradient(ready["terms"], x, t)
+        return eps - ready["sqrt_1ma"][t].view(-1, 1, 1, 1) * grad
 
     return guided
 
@@ -65,12 +69,16 @@ def classifier_free(eps_fn: CondEpsFn, label: torch.Tensor, null_label: int, w: 
     if not bool(w_t.abs().max() > 0):
         return lambda x, t: eps_fn(x, t, torch.full_like(label, null_label))
 
+    ready: dict = {}
+
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        y = label.to(x.device)
-        both = eps_fn(torch.cat([x, x]), torch.cat([t, t]), torch.cat([torch.full_like(y, null_label), y]))
+        if not ready:  # the doubled label batch and w, built once on x's device
+            y = label.to(x.device)
+            ready["y"] = torch.cat([torch.full_like(y, null_label), y])
+            ww = w_t.to(x.device, x.dtype)
+            ready["w"] = ww.view(-1, 1, 1, 1) if ww.ndim else ww
+        both = eps_fn(torch.cat([x, x]), torch.cat([t, t]), ready["y"])
         e_null, e_cond = both.chunk(2)
-        ww = w_t.to(x.device, x.dtype)
-        ww = ww.view(-1, 1, 1, 1) if ww.ndim else ww
-        return e_null + ww * (e_cond - e_null)
+        return e_null + ready["w"] * (e_cond - e_null)
 
     return guided

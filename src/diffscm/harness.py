@@ -23,6 +23,8 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .data import from_model_range, to_model_range
+from .distributed import Topology, barrier, block
+from .errors import DiffSCMError
 from .evaluation import classify, random_targets
 from .mechanisms import InferenceOptions
 from .metrics import bootstrap_ci, cld, effectiveness_hits, frechet_distance, l1_255, ssim_per_image
@@ -119,22 +121,25 @@ def _settings_hash(method: Method, proto: EvalProtocol) -> str:
 
 
 def generate(method: Method, x_u8: np.ndarray, digits: np.ndarray, proto: EvalProtocol, cache: Path | None = None,
-             progress: bool = True) -> Generated:
-    """Run the protocol chunk by chunk; with ``cache`` every finished chunk is saved and skipped on a rerun."""
+             progress: bool = True, top: Topology | None = None) -> Generated:
+    """Run the protocol chunk by chunk; with ``cache`` every finished chunk is saved and skipped on a rerun.
+    With a multi-process ``top`` the chunks are shared out over the ranks (see :func:`cached_chunks`)."""
+    top = top or Topology()
     n = len(x_u8)
     targets = {s: random_targets(digits, s) for s in proto.seeds}
     folder = None
     if cache is not None:
         folder = Path(cache) / f"{method.name}-{_settings_hash(method, proto)}"
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "settings.json").write_text(json.dumps({"method": method.settings(), "protocol": proto.key()},
-                                                         indent=1, default=str) + "\n")
+        if top.is_main:
+            (folder / "settings.json").write_text(json.dumps({"method": method.settings(), "protocol": proto.key()},
+                                                             indent=1, default=str) + "\n")
 
     def run(sl: slice, start: int) -> dict[str, np.ndarray]:
         return _run_chunk(method, x_u8[sl], digits[sl], {s: t[sl] for s, t in targets.items()}, proto,
                           n_deep=max(0, min(proto.comp_n - start, proto.chunk)))
 
-    parts = cached_chunks(folder, n, proto.chunk, run, method.name, progress)
+    parts = cached_chunks(folder, n, proto.chunk, run, method.name, progress, top)
     gen = Generated(x_u8, digits, targets)
     for key in parts[0]:
         if key.startswith("t_"):
@@ -146,27 +151,43 @@ def generate(method: Method, x_u8: np.ndarray, digits: np.ndarray, proto: EvalPr
     return gen
 
 
-def cached_chunks(folder: Path | None, n: int, chunk: int, fn, label: str, progress: bool = True) -> list[dict]:
+def cached_chunks(folder: Path | None, n: int, chunk: int, fn, label: str, progress: bool = True,
+                  top: Topology | None = None) -> list[dict]:
     """``fn(slice, start) -> {name: array}`` over consecutive chunks of ``n`` items; with ``folder`` each finished
-    chunk is saved atomically as ``chunk_XXXX.npz`` and read back instead of recomputed on a rerun."""
-    parts = []
+    chunk is saved atomically as ``chunk_XXXX.npz`` and read back instead of recomputed on a rerun.
+
+    With several processes (``top``) each rank computes a contiguous block of the chunks into ``folder`` (a folder
+    every rank can see), then all ranks read every chunk back: the result equals the single-process one."""
+    top = top or Topology()
+    starts = list(range(0, n, chunk))
+    if top.distributed and folder is None:
+        raise DiffSCMError("evaluation with several processes needs a cache folder shared by the processes")
+
+    def get(ci: int, compute: bool) -> dict | None:
+        path = folder / f"chunk_{ci:04d}.npz" if folder else None
+        if path is not None and path.exists():
+            with np.load(path) as z:
+                return {k: z[k] for k in z.files}
+        if not compute:
+            raise DiffSCMError(f"chunk {path} is missing after every process finished")
+        start = starts[ci]
+        part = fn(slice(start, min(start + chunk, n)), start)
+        if path is not None:
+            tmp = path.with_suffix(f".tmp{top.rank}.npz")
+            np.savez(tmp, **part)
+            tmp.replace(path)
+        return part
+
+    mine = block(len(starts), top) if top.distributed else range(len(starts))
+    parts = {}
     with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), disable=not progress) as bar:
-        task = bar.add_task("chunks", total=len(range(0, n, chunk)))
-        for ci, start in enumerate(range(0, n, chunk)):
-            path = folder / f"chunk_{ci:04d}.npz" if folder else None
-            if path is not None and path.exists():
-                with np.load(path) as z:
-                    parts.append({k: z[k] for k in z.files})
-            else:
-                part = fn(slice(start, min(start + chunk, n)), start)
-                if path is not None:
-                    tmp = path.with_suffix(".tmp.npz")
-                    np.savez(tmp, **part)
-                    tmp.replace(path)
-                parts.append(part)
+                  TimeRemainingColumn(), disable=not (progress and top.is_main)) as bar:
+        task = bar.add_task("chunks", total=len(mine))
+        for ci in mine:
+            parts[ci] = get(ci, compute=True)
             bar.advance(task)
-    return parts
+    barrier(top)
+    return [parts[ci] if ci in parts else get(ci, compute=False) for ci in range(len(starts))]
 
 
 def _run_chunk(method: Method, x: np.ndarray, d: np.ndarray, targets: dict[int, np.ndarray], proto: EvalProtocol,

@@ -27,19 +27,25 @@ def dynamic_normalise(x0: torch.Tensor, quantile: float = 0.99) -> torch.Tensor:
     return torch.maximum(torch.minimum(x0, s), -s) / s
 
 
-def _t(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return t.to(x.device).expand(x.shape[0])
+class _Nodes:
+    """ᾱ, √ᾱ, √(1−ᾱ) and the batch's timestep vector at every grid node, computed once per call on x's device
+    (no per-step host-to-device copies; the values are the ones the per-step arithmetic would give, bit for bit)."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor, grid: torch.Tensor, x: torch.Tensor):
+        g = grid.to(x.device)
+        self.a = alphas_cumprod.to(x.device, x.dtype)[g]
+        self.sqrt_a, self.sqrt_1ma = self.a.sqrt(), (1 - self.a).sqrt()
+        self.t = [g[k].expand(x.shape[0]) for k in range(len(grid))]
 
 
 def ddim_invert(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, grid: torch.Tensor,
                 callback: Callable[[int], None] | None = None) -> torch.Tensor:
     """Deterministic DDIM inversion (η = 0) of ``x`` from g_0 to g_K: x_{k+1} = √ᾱ_{k+1}·x̂0 + √(1−ᾱ_{k+1})·ε(x_k, g_k)."""
-    a = alphas_cumprod.to(x.device, x.dtype)
+    nd = _Nodes(alphas_cumprod, grid, x)
     for k in range(len(grid) - 1):
-        t, t_next = grid[k], grid[k + 1]
-        eps = eps_fn(x, _t(t, x))
-        x0 = predict_x0(x, eps, a[t])
-        x = a[t_next].sqrt() * x0 + (1 - a[t_next]).sqrt() * eps
+        eps = eps_fn(x, nd.t[k])
+        x0 = (x - nd.sqrt_1ma[k] * eps) / nd.sqrt_a[k]
+        x = nd.sqrt_a[k + 1] * x0 + nd.sqrt_1ma[k + 1] * eps
         if callback is not None:
             callback(k)
     return x
@@ -54,19 +60,20 @@ def ddim_sample(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, gr
     ``clip`` clamps x̂0 to [-1, 1]; ``dynamic_norm`` applies :func:`dynamic_normalise`; either way ε is
     recomputed from the adjusted x̂0 so the update stays consistent. ``eta`` > 0 adds DDIM's stochasticity.
     """
-    a = alphas_cumprod.to(x.device, x.dtype)
+    nd = _Nodes(alphas_cumprod, grid, x)
     for i, k in enumerate(range(len(grid) - 1, 0, -1)):
-        t, t_prev = grid[k], grid[k - 1]
-        a_t, a_prev = a[t], a[t_prev]
-        eps = eps_fn(x, _t(t, x))
-        x0 = predict_x0(x, eps, a_t)
+        eps = eps_fn(x, nd.t[k])
+        x0 = (x - nd.sqrt_1ma[k] * eps) / nd.sqrt_a[k]
         if dynamic_norm or clip:
             x0 = dynamic_normalise(x0) if dynamic_norm else x0.clamp(-1, 1)
-            eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
-        sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp(min=0).sqrt()
-        x = a_prev.sqrt() * x0 + (1 - a_prev - sigma ** 2).clamp(min=0).sqrt() * eps
+            eps = (x - nd.sqrt_a[k] * x0) / nd.sqrt_1ma[k]
         if eta > 0:
+            a_t, a_prev = nd.a[k], nd.a[k - 1]
+            sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp(min=0).sqrt()
+            x = nd.sqrt_a[k - 1] * x0 + (1 - a_prev - sigma ** 2).clamp(min=0).sqrt() * eps
             x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        else:
+            x = nd.sqrt_a[k - 1] * x0 + nd.sqrt_1ma[k - 1] * eps
         if callback is not None:
             callback(i)
     return x

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .distributed import Topology, block, gather_rows
 from .errors import DiffSCMError
 from .graph import CausalGraph
 from .mechanisms import DiffusionImageMechanism, InferenceOptions, RootCategorical
@@ -86,6 +87,8 @@ class SCM:
         if cfg.get("oracle"):
             oracles[graph.image.parents[0]] = Oracle.from_pretrained(path / cfg["oracle"], device)
         flows = {k: AttributeFlow.from_pretrained(path / v, device) for k, v in (cfg.get("attributes") or {}).items()}
+        for m in [diffusion, *predictors.values(), *oracles.values(), *flows.values()]:
+            m.requires_grad_(False)  # inference only: guidance differentiates w.r.t. x_t, never the weights
         mech = DiffusionImageMechanism(diffusion, predictors, condition=img.get("condition"))
         return cls(graph, mech, attributes=flows, defaults=defaults,
                    oracles=oracles, path=path)
@@ -122,6 +125,14 @@ class SCM:
             self.attribute_mechanisms[name] = flow.to(self.device)
         return nll
 
+    def compile(self, **kwargs) -> "SCM":
+        """``torch.compile`` the ε-model and the anti-causal predictors in place (optional; the first call per batch
+        shape compiles). Not bit-exact: outputs differ from eager by float rounding (≈ 1e-6)."""
+        self.image_mechanism.diffusion.unet.compile(**kwargs)
+        for p in self.image_mechanism.predictors.values():
+            p.compile(**kwargs)
+        return self
+
     def options(self, **overrides) -> InferenceOptions:
         """The SCM's default inference options with ``overrides`` (``None`` values ignored)."""
         d = dict(self.defaults.__dict__)
@@ -157,9 +168,15 @@ class SCM:
             raise DiffSCMError(f"images must be scaled to [-1, 1], got [{x.min():.3g}, {x.max():.3g}]")
 
     def counterfactual(self, observed: dict[str, torch.Tensor], do: dict[str, torch.Tensor],
-                       opts: InferenceOptions | None = None, progress: bool = True) -> dict[str, torch.Tensor]:
-        """Counterfactuals of ``observed`` (image in [-1, 1] + all attributes) under per-sample ``do``, batched."""
+                       opts: InferenceOptions | None = None, progress: bool = True,
+                       top: Topology | None = None) -> dict[str, torch.Tensor]:
+        """Counterfactuals of ``observed`` (image in [-1, 1] + all attributes) under per-sample ``do``, batched.
+
+        With a multi-process ``top`` (see :mod:`diffscm.distributed`) each rank computes a contiguous block of the
+        batches and every rank returns the gathered result, equal to the single-process one.
+        """
         opts = opts or self.defaults
+        top = top or Topology()
         x = observed[self.image_name]
         self.check_images(x)
         attrs = {k: torch.as_tensor(v) for k, v in observed.items() if k != self.image_name}
@@ -175,12 +192,13 @@ class SCM:
                 raise DiffSCMError(f"do({k}) has {v.shape[0]} values for {x.shape[0]} images")
         n, bs = x.shape[0], opts.batch_size
         k_steps = len(self.image_mechanism.grid(opts)) - 1
+        mine = block((n + bs - 1) // bs, top)
         outs: dict[str, list[torch.Tensor]] = {}
-        with _progress(progress) as bar:
-            task = bar.add_task("counterfactuals", total=2 * k_steps * ((n + bs - 1) // bs))
+        with _progress(progress and top.is_main) as bar:
+            task = bar.add_task("counterfactuals", total=2 * k_steps * len(mine))
             tick = lambda _i: bar.advance(task)  # noqa: E731
-            for b, start in enumerate(range(0, n, bs)):
-                sl = slice(start, start + bs)
+            for b in mine:
+                sl = slice(b * bs, (b + 1) * bs)
                 obs_b = {self.image_name: x[sl].to(self.device), **{k: v[sl].to(self.device) for k, v in attrs.items()}}
                 do_b = {k: v[sl].to(self.device) for k, v in do.items()}
                 noise = abduct(self, obs_b, opts, callback=tick)
@@ -189,7 +207,9 @@ class SCM:
                 img = predict(self, noise, values, opts, generator=gen, callback=tick)
                 for k, v in {**values, self.image_name: img}.items():
                     outs.setdefault(k, []).append(v.cpu())
-        return {k: torch.cat(v) for k, v in outs.items()}
+        if not outs:  # a rank with no batch (more ranks than batches) still takes part in the gather
+            outs = {k: [v[:0]] for k, v in {**attrs, self.image_name: x}.items()}
+        return {k: gather_rows(torch.cat(outs[k]), top) for k in sorted(outs)}  # same order on every rank
 
 
 def batch_generator(device: torch.device, seed: int, batch_index: int) -> torch.Generator:

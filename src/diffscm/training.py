@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 
+from .distributed import Topology, block, gather_rows
 from .errors import DiffSCMError
 from .models import DiffusionModel, NoiseAwarePredictor, Oracle
 from .models.base import Pretrained
@@ -66,17 +67,48 @@ def _unflatten_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Te
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+class _LossModule(torch.nn.Module):
+    """The model plus its loss as one module, so DistributedDataParallel sees the whole loss computation in forward."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return self.loss_fn(x, y, gen)
+
+
 def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor],
         images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, out: str | Path, *,
         resume: bool = False, device: torch.device = torch.device("cpu"), extra_config: dict | None = None,
-        log: Callable[[str], None] = print, quiet: bool = False) -> dict:
-    """Train ``model`` on (images, labels) with ``loss_fn(x, y, generator)``; checkpoint to ``out``; return the final log."""
+        log: Callable[[str], None] = print, quiet: bool = False, top: Topology | None = None,
+        mixed_precision: str = "no") -> dict:
+    """Train ``model`` on (images, labels) with ``loss_fn(x, y, generator)``; checkpoint to ``out``; return the final log.
+
+    Several processes (``top``; launched by ``torchrun`` or ``accelerate launch``) train data-parallel: the model is
+    wrapped by accelerate in DistributedDataParallel, every rank draws the same global batch of ``cfg.batch_size``
+    indices and takes its contiguous share, gradients are averaged, and rank 0 alone writes checkpoints.
+    ``mixed_precision="bf16"`` runs the loss under bf16 autocast (weights and optimiser stay float32).
+    """
     out = Path(out)
+    top = top or Topology()
+    if mixed_precision not in ("no", "bf16"):
+        raise DiffSCMError(f"mixed precision {mixed_precision!r}: use no or bf16")
+    if cfg.batch_size % top.world:
+        raise DiffSCMError(f"batch size {cfg.batch_size} does not split evenly over {top.world} processes")
     model.to(device).train()
+    net: torch.nn.Module = _LossModule(model, loss_fn)
+    if top.distributed:
+        from accelerate import Accelerator
+
+        net = Accelerator(cpu=device.type == "cpu").prepare_model(net)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
-    gen = torch.Generator().manual_seed(cfg.seed)
-    dev_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    gen = torch.Generator().manual_seed(cfg.seed)                       # global batch indices: same on every rank
+    dev_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + 1_000_003 * top.rank)  # per-rank noise
+    share = block(cfg.batch_size, top)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
     step, history, segments = 0, [], []
     if resume and (out / STATE_JSON).exists():
         meta = json.loads((out / STATE_JSON).read_text())
@@ -88,9 +120,13 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
             ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
         _unflatten_optimizer(opt, {k: v.to(device) for k, v in tensors.items()}, meta["optimizer"])
         gen.set_state(tensors["rng.cpu"])
-        if device.type == "cpu":
-            dev_gen.set_state(tensors["rng.dev"])
+        dev_key = "rng.dev" if top.rank == 0 else f"rng.dev.{top.rank}"
+        if device.type == "cpu" and dev_key in tensors and meta.get("world", 1) == top.world:
+            dev_gen.set_state(tensors[dev_key])
         step, history = meta["step"], meta["history"]
+        if meta.get("world", 1) != top.world:
+            log(f"note: {out} was trained with {meta.get('world', 1)} process(es), resuming with {top.world}: "
+                "the per-rank noise streams restart")
         segments = meta.get("segments") or [{"command": load_config(out).get("meta", {}).get("command"),
                                              "start_step": 0, "end_step": step}]
         log(f"resumed {out} at step {step}")
@@ -102,9 +138,15 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
     images, labels = images.to(device), labels.to(device)
     n = images.shape[0]
     segments.append({"command": (extra_config or {}).get("command"), "start_step": step, "end_step": step,
-                     "device": str(device), "torch_threads": torch.get_num_threads(), "started": time.strftime("%Y-%m-%d %H:%M")})
+                     "device": str(device), "torch_threads": torch.get_num_threads(), "processes": top.world,
+                     "mixed_precision": mixed_precision, "started": time.strftime("%Y-%m-%d %H:%M")})
 
     def save() -> None:
+        dev_states = None
+        if top.distributed and device.type == "cpu":  # every rank's noise stream, for an exact resume (collective)
+            dev_states = gather_rows(dev_gen.get_state()[None], top)
+        if not top.is_main:
+            return
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         if ema is not None:
             tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
@@ -112,11 +154,13 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
         tensors.update(opt_t)
         tensors["rng.cpu"] = gen.get_state()
         tensors["rng.dev"] = dev_gen.get_state().cpu() if device.type == "cpu" else gen.get_state()
+        for r in range(1, top.world if dev_states is not None else 1):
+            tensors[f"rng.dev.{r}"] = dev_states[r].cpu()
         shipped = (ema if ema is not None else model).state_dict()
         config = {"kind": model.kind, **model.config, "meta": {"train": asdict(cfg), "step": step, **(extra_config or {})}}
         segments[-1]["end_step"] = step
         meta = {"step": step, "history": history, "config": model.config, "optimizer": opt_meta, "train": asdict(cfg),
-                "segments": segments}
+                "segments": segments, "world": top.world}
 
         def write(tmp: Path) -> None:
             (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -127,15 +171,17 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
         atomic_write_dir(out, write)
 
     t0, running, seen = time.time(), 0.0, 0
+    t_log = time.perf_counter()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), disable=quiet) as bar:
+                  TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), disable=quiet or not top.is_main) as bar:
         task = bar.add_task(f"train {model.kind}", total=cfg.steps, completed=step, loss=float("nan"))
         while step < cfg.steps:
-            idx = torch.randint(n, (cfg.batch_size,), generator=gen).to(device)
+            idx = torch.randint(n, (cfg.batch_size,), generator=gen)[share.start:share.stop].to(device)
             lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss = loss_fn(images[idx], labels[idx], dev_gen)
+            with autocast:
+                loss = net(images[idx], labels[idx], dev_gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -153,9 +199,18 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
             seen += 1
             bar.update(task, completed=step, loss=loss.item())
             if step % cfg.log_every == 0 or step == cfg.steps:
-                rec = {"step": step, "loss": running / seen, "lr": lr, "elapsed_s": round(time.time() - t0, 1)}
+                mean_loss = running / seen
+                if top.distributed:
+                    buf = torch.tensor([mean_loss], dtype=torch.float64, device=device)
+                    torch.distributed.all_reduce(buf)
+                    mean_loss = float(buf) / top.world
+                now = time.perf_counter()
+                rec = {"step": step, "loss": mean_loss, "lr": lr, "elapsed_s": round(time.time() - t0, 1),
+                       "images_per_s": round(seen * cfg.batch_size / (now - t_log), 1)}
+                t_log = now
                 history.append(rec)
-                log(json.dumps(rec))
+                if top.is_main:
+                    log(json.dumps(rec))
                 running, seen = 0.0, 0
             if step % cfg.save_every == 0 or step == cfg.steps:
                 save()
