@@ -153,14 +153,24 @@ def _component_ms(scm, x, y, reps: int = 3) -> dict:
             xg = x.clone().requires_grad_(True)
             torch.autograd.grad(pred.log_prob(xg, t, y).sum(), xg)
 
+    unet = mech.diffusion
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+
+    def unet_channels_last():
+        with torch.inference_mode():
+            unet(x_cl, t)
+
     out = {}
     for name, fn in (("unet_eps", lambda: eps(x, t)), ("predictor_grad", grad_only),
-                     ("guided_step", lambda: guided(x, t))):
+                     ("guided_step", lambda: guided(x, t)), ("unet_eps_channels_last", unet_channels_last)):
+        if name == "unet_eps_channels_last":
+            unet.to(memory_format=torch.channels_last)
         fn()
         t0 = time.perf_counter()
         for _ in range(reps):
             fn()
         out[name] = 1000 * (time.perf_counter() - t0) / reps
+    unet.to(memory_format=torch.contiguous_format)
     return out
 
 
@@ -180,18 +190,19 @@ def stage_timing(args) -> None:
            "date": time.strftime("%Y-%m-%d"), "settings": []}
     for family, label, overrides in curve_settings(scm):
         opts = scm.options(**overrides, batch_size=bs)
-        sec = _time_counterfactuals(scm, x[:bs], y[:bs], targets[:bs], opts)
+        sec = _time_counterfactuals(scm, x[:bs], y[:bs], targets[:bs], opts, reps=3 if passes(scm, opts) <= 40 else 1)
         res["settings"].append({"family": family, "label": label, "images_per_s": 1 / sec, "passes": passes(scm, opts)})
         print(json.dumps(res["settings"][-1]), flush=True)
     d = scm.options(batch_size=bs)
     res["components_ms"] = {str(b): _component_ms(scm, x[:b], y[:b]) for b in (16, 64)}
     res["batch_sweep"] = {}
     for b in (16, 32, 64, 128, 256):
-        res["batch_sweep"][str(b)] = 1 / _time_counterfactuals(scm, x[:b], y[:b], targets[:b], scm.options(batch_size=b))
+        res["batch_sweep"][str(b)] = 1 / _time_counterfactuals(scm, x[:b], y[:b], targets[:b], scm.options(batch_size=b),
+                                                               reps=2)
     res["thread_sweep"] = {}
     for th in sorted({1, threads}):
         torch.set_num_threads(th)
-        res["thread_sweep"][str(th)] = 1 / _time_counterfactuals(scm, x[:bs], y[:bs], targets[:bs], d)
+        res["thread_sweep"][str(th)] = 1 / _time_counterfactuals(scm, x[:bs], y[:bs], targets[:bs], d, reps=2)
     torch.set_num_threads(threads)
     print(json.dumps({k: res[k] for k in ("components_ms", "batch_sweep", "thread_sweep")}), flush=True)
     eager = scm.counterfactual({scm.image_name: x[:bs], "digit": y[:bs]}, {"digit": targets[:bs]}, d, progress=False)
@@ -199,7 +210,7 @@ def stage_timing(args) -> None:
     scm.compile()
     _time_counterfactuals(scm, x[:bs], y[:bs], targets[:bs], d)       # first call compiles (batch bs and 4)
     compile_s = time.perf_counter() - t0
-    sec = _time_counterfactuals(scm, x[:bs], y[:bs], targets[:bs], d)
+    sec = _time_counterfactuals(scm, x[:bs], y[:bs], targets[:bs], d, reps=3)
     comp = scm.counterfactual({scm.image_name: x[:bs], "digit": y[:bs]}, {"digit": targets[:bs]}, d, progress=False)
     res["compile"] = {"images_per_s": 1 / sec, "compile_seconds": compile_s,
                       "max_abs_diff_vs_eager": float((comp[scm.image_name] - eager[scm.image_name]).abs().max())}
@@ -285,7 +296,7 @@ def stage_table(args) -> None:
                f"{sel['n']} `valid` images. Rule fixed before looking: the fewest steps with effectiveness ≥ {FLOOR} "
                f"and CLD (0.8/0.2) ≤ the reference setting's on the same images (reference: effectiveness "
                f"{ref['effectiveness']:.3f}, CLD {ref['cld']:.3f}). s = 5, 6 at N = 5, 6 were added after a first pass.", "",
-               md_table(["N (= steps each way)", "s", "effectiveness ↑", "CLD ↓", "passes ok?"],
+               md_table(["N (= steps each way)", "s", "effectiveness ↑", "CLD ↓", "meets the rule"],
                         [[c["steps"], f"{c['scale']:g}", f"{c['effectiveness']:.3f}", f"{c['cld']:.3f}",
                           "✓" if c["effectiveness"] >= FLOOR and c["cld"] <= ref["cld"] else ""]
                          for c in sel["candidates"] if not c["reference"]]), "",
@@ -302,9 +313,10 @@ def stage_table(args) -> None:
                          f"{r['effectiveness']:.3f} [{ci['effectiveness'][0]:.3f}, {ci['effectiveness'][1]:.3f}]",
                          f"{r['cld']:.3f} [{ci['cld'][0]:.3f}, {ci['cld'][1]:.3f}]",
                          f"{r['composition_l1_1']:.2f}", f"{r['composition_l1_10']:.2f}", f"{r['fid_oracle']:.1f}"])
-        md += ["**Quality–speed curve** (test split; one run: `python benchmarks/speed.py curve --model "
-               f"{args.model} --n {curve['n']} --comp-n {curve['comp_n']} --seed {curve['seed']}` then "
-               f"`python benchmarks/speed.py timing --batch-size {timing['batch_size']}`; {timing['date']}, device "
+        md += ["**Quality–speed curve** (test split; one run: `python benchmarks/speed.py all` = `python "
+               f"benchmarks/speed.py curve --model {args.model} --n {curve['n']} --comp-n {curve['comp_n']} --seed "
+               f"{curve['seed']}` then `python benchmarks/speed.py timing --batch-size {timing['batch_size']}` "
+               f"(then train, memory, table); {timing['date']}, device "
                f"{timing['device']}, {timing['threads']} threads, torch {timing['torch']}). Quality: the harness on the "
                f"first {curve['n']} test images (mean [bootstrap 95% CI]); composition L1 (0–255) of the null "
                f"intervention applied once (all images) and 10 times (first {curve['comp_n']}). Speed: abduction + "
@@ -329,9 +341,10 @@ def stage_table(args) -> None:
     if timing:
         comp = timing["components_ms"]
         md += ["**Where the time goes** (same run; ms per call, eager):", "",
-               md_table(["batch", "UNet ε (inference mode)", "predictor ∇x log p", "guided step (ε + ∇)"],
-                        [[b, f"{c['unet_eps']:.0f}", f"{c['predictor_grad']:.0f}", f"{c['guided_step']:.0f}"]
-                         for b, c in comp.items()]), "",
+               md_table(["batch", "UNet ε (inference mode)", "UNet ε, channels-last", "predictor ∇x log p",
+                         "guided step (ε + ∇)"],
+                        [[b, f"{c['unet_eps']:.0f}", f"{c['unet_eps_channels_last']:.0f}", f"{c['predictor_grad']:.0f}",
+                          f"{c['guided_step']:.0f}"] for b, c in comp.items()]), "",
                "The reference implementation: 61 ms per inversion step and 118 ms per guided step at batch 16.", "",
                "Default setting, images/s against batch size: " + ", ".join(
                    f"{b}: {v:.2f}" for b, v in timing["batch_sweep"].items()) + "; against threads (batch "

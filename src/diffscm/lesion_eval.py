@@ -26,6 +26,7 @@ import torch
 
 from .data.folder import FolderDataset, load_folder
 from .errors import DiffSCMError
+from .distributed import Topology
 from .harness import cached_chunks
 from .localize import anomaly_map, healthy_counterfactual, noised_reconstruction, vae_reconstruction
 from .mechanisms import InferenceOptions
@@ -119,8 +120,10 @@ def method_settings(method: str, proto: LocalizationProtocol) -> dict:
 
 
 def healthy_images(models: LocalizationModels, method: str, ds: FolderDataset, proto: LocalizationProtocol,
-                   seed: int, cache: Path | None, tag: str, progress: bool = True) -> np.ndarray:
-    """x_h (N×C×H×W float32 in [0, 1]) of every image of ``ds`` by ``method``, cached chunk by chunk."""
+                   seed: int, cache: Path | None, tag: str, progress: bool = True,
+                   top: Topology | None = None) -> np.ndarray:
+    """x_h (N×C×H×W float32 in [0, 1]) of every image of ``ds`` by ``method``, cached chunk by chunk (shared over
+    the ranks of a multi-process ``top``)."""
     mech = models.scm.image_mechanism
     dev = models.scm.device
     data_key = hashlib.sha256(ds.images.tobytes()).hexdigest()[:12]
@@ -143,7 +146,7 @@ def healthy_images(models: LocalizationModels, method: str, ds: FolderDataset, p
         if cache is not None:
             folder = cache / f"latent-{_weights_key(mech.diffusion)}-{data_key}-{_key(proto.steps, proto.ratio)}"
             folder.mkdir(parents=True, exist_ok=True)
-        lat_parts = cached_chunks(folder, len(ds), proto.chunk, latent, f"{tag} abduction", progress)
+        lat_parts = cached_chunks(folder, len(ds), proto.chunk, latent, f"{tag} abduction", progress, top)
 
     def run(sl: slice, start: int) -> dict:
         x = x_all[sl].to(dev)
@@ -164,7 +167,7 @@ def healthy_images(models: LocalizationModels, method: str, ds: FolderDataset, p
         wkey = _weights_key(models.vae if method == "vae" else models.healthy if method == "anoddpm" else mech.diffusion)
         folder = cache / f"{method}-{wkey}-{data_key}-{_key(settings, seed if method == 'anoddpm' else 0)}"
         folder.mkdir(parents=True, exist_ok=True)
-    parts = cached_chunks(folder, len(ds), proto.chunk, run, f"{tag} {method}", progress)
+    parts = cached_chunks(folder, len(ds), proto.chunk, run, f"{tag} {method}", progress, top)
     return np.concatenate([p["x"] for p in parts])
 
 

@@ -41,6 +41,12 @@ class InferenceOptions:
                 raise DiffSCMError(f"guidance scale of {name} must be finite, got {s}")
 
 
+def _inference(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as an inference tensor (an exact copy if it is not one), so the ε-model always sees one kind of input:
+    a compiled model would otherwise recompile whenever abduction and prediction alternate the kinds."""
+    return t if t.is_inference() else t.clone()
+
+
 class RootCategorical:
     """Mechanism of a categorical root: its exogenous noise is its value, so abduction is exact."""
 
@@ -77,7 +83,7 @@ class DiffusionImageMechanism:
 
         def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
-                return model(x, t)
+                return model(_inference(x), _inference(t))
 
         return eps
 
@@ -87,7 +93,7 @@ class DiffusionImageMechanism:
 
         def eps(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
-                return model(x, t, y)
+                return model(_inference(x), _inference(t), _inference(y))
 
         return eps
 

@@ -22,6 +22,7 @@ import torch
 
 from .data import from_model_range, to_model_range
 from .data import morphomnist as mm
+from .distributed import Topology
 from .harness import batched_apply, cached_chunks
 from .mechanisms import InferenceOptions
 from .metrics import bootstrap_ci, cld, frechet_distance, l1_255
@@ -189,8 +190,9 @@ def plan(scm: SCM, attrs: dict[str, np.ndarray], pool: dict[str, np.ndarray], se
 
 
 def true_counterfactuals(source_digits: np.ndarray, truth: dict, proto: MorphoProtocol, cache: Path | None,
-                         progress: bool = True, workers: int | None = None) -> dict[tuple[int, str], np.ndarray]:
-    """render(d, t', i') of every (seed, intervention), cached by chunk."""
+                         progress: bool = True, workers: int | None = None,
+                         top: Topology | None = None) -> dict[tuple[int, str], np.ndarray]:
+    """render(d, t', i') of every (seed, intervention), cached by chunk (shared over the ranks of ``top``)."""
     blob = {"truth": True, "n": proto.n, "seeds": list(proto.seeds), "chunk": proto.chunk, "generator": mm.GENERATOR_VERSION,
             "values": hashlib.sha256(json.dumps({str(s): {k: {n: np.round(v, 6).tolist() for n, v in d.items()}
                                                         for k, d in t.items()} for s, t in truth.items()}).encode()).hexdigest()}
@@ -205,13 +207,15 @@ def true_counterfactuals(source_digits: np.ndarray, truth: dict, proto: MorphoPr
                                                      workers=workers, chunk=25)
         return out
 
-    parts = cached_chunks(folder, len(source_digits), proto.chunk, run, "true counterfactuals", progress)
+    parts = cached_chunks(folder, len(source_digits), proto.chunk, run, "true counterfactuals", progress, top)
     return {(int(k.split("_")[0]), k.split("_", 1)[1]): np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def generate_morpho(method, scm: SCM, x_u8: np.ndarray, attrs: dict[str, np.ndarray], pool: dict[str, np.ndarray],
-                    proto: MorphoProtocol, cache: Path | None = None, progress: bool = True) -> MorphoGenerated:
-    """Counterfactuals for every seed × intervention, reversals, and null-intervention compositions."""
+                    proto: MorphoProtocol, cache: Path | None = None, progress: bool = True,
+                    top: Topology | None = None) -> MorphoGenerated:
+    """Counterfactuals for every seed × intervention, reversals, and null-intervention compositions; with a
+    multi-process ``top`` the chunks are shared out over the ranks (:func:`diffscm.harness.cached_chunks`)."""
     do, target, truth = plan(scm, attrs, pool, proto.seeds)
     gen = MorphoGenerated(x_u8, attrs, do, target, truth)
     folder = _folder(cache, method.name, {"method": method.settings(), "protocol": proto.key()})
@@ -243,7 +247,7 @@ def generate_morpho(method, scm: SCM, x_u8: np.ndarray, attrs: dict[str, np.ndar
                 out[f"comp_{m}"] = cur
         return out
 
-    parts = cached_chunks(folder, len(x_u8), proto.chunk, run, method.name, progress)
+    parts = cached_chunks(folder, len(x_u8), proto.chunk, run, method.name, progress, top)
     for key in parts[0]:
         if key.startswith("t_"):
             gen.seconds[key[2:]] = float(sum(p[key] for p in parts if key in p))

@@ -35,7 +35,8 @@ class _Nodes:
         g = grid.to(x.device)
         self.a = alphas_cumprod.to(x.device, x.dtype)[g]
         self.sqrt_a, self.sqrt_1ma = self.a.sqrt(), (1 - self.a).sqrt()
-        self.t = [g[k].expand(x.shape[0]) for k in range(len(grid))]
+        # fresh (N,) tensors, not views into g: a view's storage offset would make torch.compile recompile per step
+        self.t = [g[k].expand(x.shape[0]).clone() for k in range(len(grid))]
 
 
 def ddim_invert(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, grid: torch.Tensor,
