@@ -48,10 +48,11 @@ def classifier_guided(eps_fn: EpsFn, terms: list[GuidanceTerm], alphas_cumprod: 
     ready: dict = {}
 
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if not ready:  # move scales and √(1−ᾱ) to x's device once, not at every step
-            ready["terms"] = [GuidanceTerm(tm.log_prob, tm.target.to(x.device),
-                                           torch.as_tensor(tm.scale, device=x.device, dtype=x.dtype)) for tm in active]
-            ready["sqrt_1ma"] = (1 - alphas_cumprod.to(x.device, x.dtype)).sqrt()
+        if not ready:  # move scales and √(1−ᾱ) to x's device once, not at every step; as ordinary tensors, since
+            with torch.inference_mode(False):  # the scales take part in the autograd of the guidance gradient
+                ready["terms"] = [GuidanceTerm(tm.log_prob, tm.target.to(x.device),
+                                               torch.as_tensor(tm.scale, device=x.device, dtype=x.dtype)) for tm in active]
+                ready["sqrt_1ma"] = (1 - alphas_cumprod.to(x.device, x.dtype)).sqrt()
         eps = eps_fn(x, t)
         grad = guidance_gradient(ready["terms"], x, t)
         return eps - ready["sqrt_1ma"][t].view(-1, 1, 1, 1) * grad

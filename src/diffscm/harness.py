@@ -163,7 +163,7 @@ def cached_chunks(folder: Path | None, n: int, chunk: int, fn, label: str, progr
     if top.distributed and folder is None:
         raise DiffSCMError("evaluation with several processes needs a cache folder shared by the processes")
 
-    def get(ci: int, compute: bool) -> dict | None:
+    def get(ci: int, compute: bool) -> dict:
         path = folder / f"chunk_{ci:04d}.npz" if folder else None
         if path is not None and path.exists():
             with np.load(path) as z:

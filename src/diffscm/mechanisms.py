@@ -41,12 +41,6 @@ class InferenceOptions:
                 raise DiffSCMError(f"guidance scale of {name} must be finite, got {s}")
 
 
-def _inference(t: torch.Tensor) -> torch.Tensor:
-    """``t`` as an inference tensor (an exact copy if it is not one), so the ε-model always sees one kind of input:
-    a compiled model would otherwise recompile whenever abduction and prediction alternate the kinds."""
-    return t if t.is_inference() else t.clone()
-
-
 class RootCategorical:
     """Mechanism of a categorical root: its exogenous noise is its value, so abduction is exact."""
 
@@ -83,7 +77,7 @@ class DiffusionImageMechanism:
 
         def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
-                return model(_inference(x), _inference(t))
+                return model(x, t)
 
         return eps
 
@@ -93,7 +87,7 @@ class DiffusionImageMechanism:
 
         def eps(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
-                return model(_inference(x), _inference(t), _inference(y))
+                return model(x, t, y)
 
         return eps
 
@@ -113,8 +107,10 @@ class DiffusionImageMechanism:
     def abduct(self, x: torch.Tensor, opts: InferenceOptions,
                callback: Callable[[int], None] | None = None) -> torch.Tensor:
         """u = DDIM inversion (η = 0) of ``x`` with the unconditional ε-model up to g_K."""
+        # Both directions run in inference mode on an inference copy of their input, so the ε-model always sees one
+        # kind of tensor (a compiled model would otherwise recompile when abduction and prediction alternate kinds).
         with torch.inference_mode():
-            return ddim_invert(self.eps_fn(), x, self.alphas_cumprod, self.grid(opts), callback).clone()
+            return ddim_invert(self.eps_fn(), x.clone(), self.alphas_cumprod, self.grid(opts), callback).clone()
 
     def guidance_terms(self, parents: dict[str, torch.Tensor], opts: InferenceOptions) -> list[GuidanceTerm]:
         terms = []
@@ -129,7 +125,7 @@ class DiffusionImageMechanism:
                 callback: Callable[[int], None] | None = None) -> torch.Tensor:
         """Decode the latent on the same grid, guided towards every image parent's (counterfactual) value."""
         eps = classifier_guided(self.base_eps(parents, opts), self.guidance_terms(parents, opts), self.alphas_cumprod)
-        with torch.no_grad():
-            x = ddim_sample(eps, u, self.alphas_cumprod, self.grid(opts), eta=opts.eta, clip=opts.clip,
+        with torch.inference_mode():   # the guidance gradient re-enables autograd on its own copy of x_t
+            x = ddim_sample(eps, u.clone(), self.alphas_cumprod, self.grid(opts), eta=opts.eta, clip=opts.clip,
                             dynamic_norm=opts.dynamic_norm, generator=generator, callback=callback)
-        return x.clamp(-1, 1)
+        return x.clamp(-1, 1)           # outside inference mode: an ordinary tensor for the caller
