@@ -74,6 +74,27 @@ def make_tiny_morpho_scm(root: Path, seed: int = 0, steps: int = 3) -> Path:
     return out
 
 
+def make_tiny_conditional_scm(root: Path, seed: int = 0, steps: int = 4) -> Path:
+    """digit -> image SCM whose ε-model is conditioned on the digit (random, non-zero parent embedding)."""
+    torch.manual_seed(seed)
+    parts = root / "parts"
+    model = DiffusionModel({"unet": TINY_UNET, "parents": [{"name": "digit", "kind": "categorical", "num_classes": 10}]})
+    torch.nn.init.normal_(model.parent_embedding.out[1].weight, std=0.5)
+    model.save_pretrained(parts / "diffusion")
+    NoiseAwarePredictor({"channels": [8, 16], "temb_dim": 16, "groups": 4}).save_pretrained(parts / "predictor")
+    Oracle({}).save_pretrained(parts / "oracle")
+    out = root / "cond_scm"
+    pack_mnist_scm(out, parts / "diffusion", parts / "predictor", parts / "oracle",
+                   {"steps": steps, "ratio": 1.0, "scales": {"digit": 0.0}, "clip": False, "dynamic_norm": False,
+                    "batch_size": 8, "inversion": "exact", "inversion_iters": 2})
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_conditional_scm(tmp_path_factory) -> Path:
+    return make_tiny_conditional_scm(tmp_path_factory.mktemp("tiny_cond"))
+
+
 @pytest.fixture(scope="session")
 def tiny_morpho_scm(tmp_path_factory) -> Path:
     return make_tiny_morpho_scm(tmp_path_factory.mktemp("tiny_morpho"))

@@ -5,8 +5,9 @@ v_t = ᾱ_t σ² + 1 − ᾱ_t, and the optimal ε-model ε*(x_t, t) = −√(1�
 
 Probability-flow ODE in DDIM coordinates (x̄ = x/√ᾱ, s = √((1−ᾱ)/ᾱ)):  dx̄/ds = ε*(x, t), and for the Gaussian
 this is d(x̄ − μ)/ds = s/(σ² + s²)·(x̄ − μ), so (x̄ − μ)/√(σ² + s²) = (x_t − √ᾱ_t μ)/√v_t is constant along the
-flow. Hence the exact latent of a state x at g_0 is  x_K = √ᾱ_K μ + √(v_K / v_0)·(x − √ᾱ_0 μ)  with ᾱ_0 = ᾱ[g_0].
-DDIM is the Euler discretisation of that ODE (first order in the step), and it is *exact* for σ = 0.
+flow. The image sits at the clean end g_0 (ᾱ = 1, v = σ²), so its exact latent is
+x_K = √ᾱ_K μ + √(v_K / σ²)·(x − μ). DDIM decoding is the Euler discretisation of that ODE (first order in the
+step); fixed-point inversion is its exact inverse (backward Euler), and BDIA inverts exactly at any step size.
 
 For the two-class mixture p(x_t) = ½N(√ᾱ μ_0, v) + ½N(√ᾱ μ_1, v) the class posterior is logistic:
 logit p(y=1 | x_t) = (|x_t − √ᾱμ_0|² − |x_t − √ᾱμ_1|²)/(2v), and ∇log p(y | x_t) = (1{y=1} − p_1)·√ᾱ(μ_1 − μ_0)/v.
@@ -19,8 +20,8 @@ import pytest
 import torch
 
 from diffscm.errors import DiffSCMError
-from diffscm.guidance import GuidanceTerm, classifier_guided, guidance_gradient
-from diffscm.sampling import ddim_invert, ddim_sample, dynamic_normalise, predict_x0
+from diffscm.guidance import GuidanceTerm, classifier_guided, guidance_gradient, parent_free
+from diffscm.sampling import bdia_invert, bdia_sample, ddim_invert, ddim_sample, dynamic_normalise, predict_x0
 from diffscm.schedule import ddim_grid, make_alphas_cumprod
 
 torch.set_num_threads(1)
@@ -37,6 +38,11 @@ def _ab(t: torch.Tensor) -> torch.Tensor:
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def _node_alpha(t: int) -> torch.Tensor:
+    """ᾱ of a grid node: node 0 is the clean image (ᾱ = 1)."""
+    return torch.ones((), dtype=F64) if t == 0 else A[t]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -56,8 +62,8 @@ class Gaussian:
         return (1 - ab).sqrt() * (x - ab.sqrt() * self.mu) / self.var(ab)
 
     def exact_latent(self, x: torch.Tensor, t_from: int, t_to: int) -> torch.Tensor:
-        """Exact probability-flow map of the state x at t_from to t_to (either direction)."""
-        a0, a1 = A[t_from], A[t_to]
+        """Exact probability-flow map of the state x at node t_from to node t_to (either direction; 0 = clean)."""
+        a0, a1 = _node_alpha(t_from), _node_alpha(t_to)
         return a1.sqrt() * self.mu + (self.var(a1) / self.var(a0)).sqrt() * (x - a0.sqrt() * self.mu)
 
     def sample(self, n: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -159,14 +165,109 @@ def test_round_trip_converges_with_steps(ratio):
 
 
 @pytest.mark.parametrize("n,ratio", [(10, 1.0), (7, 0.5), (999, 0.25)])
-def test_round_trip_is_exact_for_point_mass(n, ratio):
-    # σ = 0: x̂0 ≡ μ and ε is constant along the flow, so DDIM is exact on any grid in both directions.
+def test_decoding_ends_at_the_clean_end(n, ratio):
+    # σ = 0: x̂0 ≡ μ at every node, so decoding any state returns μ exactly — only if the last step lands on ᾱ = 1
+    # (stopping at ᾱ[0] = 0.9999 would add √(1−ᾱ[0])·ε ≈ 0.01·ε).
     model = Gaussian(0.3, 0.0)
-    x = 0.3 * A[0].sqrt() + (1 - A[0]).sqrt() * torch.randn(50, *SHAPE, generator=_gen(2), dtype=F64)
     grid = ddim_grid(n, ratio)
-    z = ddim_invert(model.eps, x, A, grid)
-    torch.testing.assert_close(z, model.exact_latent(x, 0, int(grid[-1])), rtol=0, atol=1e-10)
-    torch.testing.assert_close(ddim_sample(model.eps, z, A, grid), x, rtol=0, atol=1e-10)
+    z = torch.randn(50, *SHAPE, generator=_gen(2), dtype=F64)
+    torch.testing.assert_close(ddim_sample(model.eps, z, A, grid), torch.full_like(z, 0.3), rtol=0, atol=1e-12)
+    # and the last step returns x̂0 of the state at g_1 exactly
+    x1 = torch.randn(50, *SHAPE, generator=_gen(3), dtype=F64)
+    mix = _mixture((1, 4, 4))
+    g1 = int(grid[1])
+    expected = predict_x0(x1, mix.eps(x1, torch.full((50,), g1)), A[g1])
+    torch.testing.assert_close(ddim_sample(mix.eps, x1, A, grid[:2]), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [10, 20])
+def test_fixed_point_inversion_error_falls_with_iterations(n):
+    model = Gaussian(0.7, 0.5)
+    x = model.sample(100, SHAPE, seed=1)
+    grid = ddim_grid(n)
+    errs = [(ddim_sample(model.eps, ddim_invert(model.eps, x, A, grid, iters=k), A, grid) - x).abs().max().item()
+            for k in (0, 1, 2, 3, 6, 12)]
+    assert all(a > b for a, b in zip(errs, errs[1:])), errs
+    assert errs[-1] < 0.05 * errs[0], errs
+    if n == 20:
+        assert errs[-1] < 1e-4, errs
+
+
+def _fixed_point_eval_nodes():
+    seen: list[int] = []
+
+    def eps(x, t):
+        seen.append(int(t[0]))
+        return 0.1 * x
+
+    ddim_invert(eps, torch.ones(2, *SHAPE, dtype=F64), A, ddim_grid(10, 0.3), iters=2)
+    return seen
+
+
+def test_fixed_point_inversion_evaluates_eps_at_the_upper_node():
+    # one guess evaluation at g_0, then `iters` evaluations at each step's upper node g_{k+1}
+    assert _fixed_point_eval_nodes() == [0, 100, 100, 200, 200, 300, 300]
+
+
+@pytest.mark.parametrize("dtype,tol", [(F64, 1e-12), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("n,ratio", [(2, 1.0), (5, 1.0), (10, 0.6), (100, 1.0), (999, 0.5)])
+def test_exact_inversion_round_trips_to_float_precision(n, ratio, dtype, tol):
+    mix = _mixture((1, 4, 4))
+    src = torch.randint(0, 2, (64,), generator=_gen(20))
+    x = (mix.mus[src] + mix.sigma * torch.randn(64, *SHAPE, generator=_gen(21), dtype=F64)).to(dtype)
+    grid = ddim_grid(n, ratio)
+
+    def eps(z, t):
+        return mix.eps(z.double(), t).to(dtype)
+
+    # guided by a classifier: any ε-function works, as long as decoding uses the same one
+    guided = classifier_guided(eps, [GuidanceTerm(lambda z, t, y: mix.log_posterior(z.double(), t, y).to(dtype),
+                                                  src, 2.0)], A.to(dtype))
+    for fn in (eps, guided):
+        latent = bdia_invert(fn, x, A.to(dtype), grid, first_iters=0)
+        assert latent.shape == (64, 2, *SHAPE)
+        err = (bdia_sample(fn, latent, A.to(dtype), grid) - x).abs().max().item()
+        assert err < tol, err
+
+
+def test_exact_inversion_with_gamma_below_one_still_inverts():
+    model = Gaussian(0.7, 0.5)
+    x = model.sample(50, SHAPE, seed=22)
+    grid = ddim_grid(20)
+    latent = bdia_invert(model.eps, x, A, grid, gamma=0.9)
+    torch.testing.assert_close(bdia_sample(model.eps, latent, A, grid, gamma=0.9), x, rtol=0, atol=1e-10)
+
+
+def test_conditional_abduction_then_null_decoding_and_counterfactual():
+    # the parent-conditioned mechanism on the exact class-conditional ε*(x, t, y): abduct under the factual class,
+    # decode under it again (null intervention: the image back) or under the other class (lands in that component)
+    mix = _mixture((1, 4, 4))
+    B = 200
+    src = torch.randint(0, 2, (B,), generator=_gen(23))
+    x = mix.mus[src] + mix.sigma * torch.randn(B, *SHAPE, generator=_gen(24), dtype=F64)
+
+    def cond_eps(z, t, values):  # NaN = ∅: the unconditional mixture ε*
+        y = values[:, 0]
+        out = mix.eps(z, t)
+        for c in (0, 1):
+            sel = y == c
+            out = torch.where(sel.view(-1, 1, 1, 1), mix.eps_given(z, t, c), out)
+        return out
+
+    grid = ddim_grid(20)
+    factual = parent_free(cond_eps, src.double()[:, None], [1.0])
+    cf = parent_free(cond_eps, (1 - src).double()[:, None], [1.0])
+    u_exact = bdia_invert(factual, x, A, grid)
+    torch.testing.assert_close(bdia_sample(factual, u_exact, A, grid), x, rtol=0, atol=1e-12)
+    assert (mix.closer_to(bdia_sample(cf, u_exact, A, grid)) == 1 - src).double().mean() >= 0.95
+    u_fp = ddim_invert(factual, x, A, grid, iters=8)
+    assert (ddim_sample(factual, u_fp, A, grid) - x).abs().max() < 1e-3
+    assert (mix.closer_to(ddim_sample(cf, u_fp, A, grid)) == 1 - src).double().mean() >= 0.95
+    # classifier-free weight w: for one parent ε(∅) + w·(ε(y) − ε(∅)), in one batched evaluation
+    t = torch.full((B,), 300)
+    w = parent_free(cond_eps, src.double()[:, None], [3.0])(x, t)
+    e0 = cond_eps(x, t, torch.full((B, 1), float("nan"), dtype=F64))
+    torch.testing.assert_close(w, e0 + 3.0 * (cond_eps(x, t, src.double()[:, None]) - e0), rtol=0, atol=1e-12)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -188,26 +289,25 @@ def test_inversion_converges_to_exact_latent_first_order(ratio):
 
 
 @pytest.mark.parametrize("ratio", [1.0, 1 / 3])
-def test_inversion_and_decoding_match_exact_flow_richardson(ratio):
-    # Euler error is C/N + O(1/N²); on the nested grids N=999 (unit steps) and N=333 (every third node),
-    # (3·z_999 − z_333)/2 cancels the first-order term. The small σ makes the state at g_0 sensitive to ᾱ_0:
-    # treating the image as an ᾱ = 1 state would move the exact latent by `sep` ≫ tolerance.
+def test_decoding_matches_exact_flow_and_fixed_point_inverts_it(ratio):
+    # Decoding the exact latent is forward Euler: error ≈ C/N, so it falls with N and the Richardson combination
+    # (3·y_999 − y_333)/2 on nested grids cancels most of it. Fixed-point inversion (backward Euler) is the exact
+    # inverse of decoding: the round trip is exact up to the iteration's residual, at any N.
     model = Gaussian(0.7, 0.1)
     x = model.sample(200, SHAPE, seed=4)
-    g1, g3 = ddim_grid(999, ratio), ddim_grid(333, ratio)
-    assert torch.equal(g1[::3], g3)
-    K = int(g1[-1])
-    exact = model.exact_latent(x, 0, K)
-    wrong_end = A[K].sqrt() * model.mu + (model.var(A[K]) / model.sigma ** 2).sqrt() * (x - model.mu)
-    sep = (exact - wrong_end).abs().max().item()
-
-    z = (3 * ddim_invert(model.eps, x, A, g1) - ddim_invert(model.eps, x, A, g3)) / 2
-    err = (z - exact).abs().max().item()
-    assert err < 2e-3 and err < sep / 5, (err, sep)
-
-    # decoding the exact latent runs the exact flow backwards to the image
+    g1, g3, g9 = ddim_grid(999, ratio), ddim_grid(333, ratio), ddim_grid(111, ratio)
+    assert torch.equal(g1[::3], g3) and torch.equal(g1[::9], g9)
+    exact = model.exact_latent(x, 0, int(g1[-1]))
+    errs = [(ddim_sample(model.eps, exact, A, g) - x).abs().max().item() for g in (g9, g3, g1)]
+    assert errs[0] / errs[1] > 2 and errs[1] / errs[2] > 2, errs
     xr = (3 * ddim_sample(model.eps, exact, A, g1) - ddim_sample(model.eps, exact, A, g3)) / 2
-    assert (xr - x).abs().max().item() < 2e-3
+    assert (xr - x).abs().max().item() < errs[2] / 3
+    for g in (g9, g3):
+        z = ddim_invert(model.eps, x, A, g, iters=12)
+        assert (ddim_sample(model.eps, z, A, g) - x).abs().max().item() < 1e-10
+    # and its latent approaches the exact one as N grows (amplified by √(v_K)/σ ≈ 10 against the image error)
+    lat = [(ddim_invert(model.eps, x, A, g, iters=12) - exact).abs().max().item() for g in (g9, g3, g1)]
+    assert lat[0] > lat[1] > lat[2] and lat[2] < 12 * errs[2], (lat, errs)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -127,7 +127,7 @@ def test_counterfactual_index_range_do_digit(monkeypatch, capsys, tiny_scm, idx_
     res = run_cli(monkeypatch, capsys, *cf_args(tiny_scm, idx_dir, out, "--index", "0:6", "--do", "digit=7"))
     assert res.code == 0, res
 
-    assert sorted(p.name for p in out.iterdir()) == ["counterfactuals.npz", "grid.png", "options.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["counterfactuals.npz", "grid.png", "options.json", "values.csv"]
     assert not leftovers(out)
     png = (out / "grid.png").read_bytes()
     assert png.startswith(PNG_MAGIC)
@@ -414,7 +414,7 @@ def test_existing_output_needs_overwrite(monkeypatch, capsys, tiny_scm, idx_dir,
     res = run_cli(monkeypatch, capsys, *cf_args(tiny_scm, idx_dir, out, "--index", "0:2", "--do", "digit=7",
                                                 "--overwrite"))
     assert res.code == 0, res
-    assert sorted(p.name for p in out.iterdir()) == ["counterfactuals.npz", "grid.png", "options.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["counterfactuals.npz", "grid.png", "options.json", "values.csv"]
     assert load_npz(out)["target"].tolist() == [7, 7]
     assert not leftovers(out)
 
@@ -475,7 +475,7 @@ def test_process_happy_path_exit_0(tiny_scm, idx_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["n"] == 2
-    assert sorted(p.name for p in out.iterdir()) == ["counterfactuals.npz", "grid.png", "options.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["counterfactuals.npz", "grid.png", "options.json", "values.csv"]
 
 
 def test_process_bad_do_exit_2_one_line(tiny_scm, idx_dir, tmp_path):

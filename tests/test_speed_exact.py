@@ -18,19 +18,25 @@ def eps_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.tanh(0.7 * x + 1e-3 * t.view(-1, 1, 1, 1).float()) + 0.1 * x.roll(1, dims=-1)
 
 
+def node_alpha(a, t):
+    """ᾱ at a grid node; node 0 is the clean image (ᾱ = 1)."""
+    return torch.ones_like(a[t]) if int(t) == 0 else a[t]
+
+
 def naive_invert(eps_fn, x, a, grid):
     for k in range(len(grid) - 1):
         t, t_next = grid[k], grid[k + 1]
+        a_t, a_next = node_alpha(a, t), node_alpha(a, t_next)
         eps = eps_fn(x, t.expand(x.shape[0]))
-        x0 = (x - (1 - a[t]).sqrt() * eps) / a[t].sqrt()
-        x = a[t_next].sqrt() * x0 + (1 - a[t_next]).sqrt() * eps
+        x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
     return x
 
 
 def naive_sample(eps_fn, x, a, grid, eta=0.0, clip=False, dynamic_norm=False, generator=None):
     for k in range(len(grid) - 1, 0, -1):
         t, t_prev = grid[k], grid[k - 1]
-        a_t, a_prev = a[t], a[t_prev]
+        a_t, a_prev = a[t], node_alpha(a, t_prev)
         eps = eps_fn(x, t.expand(x.shape[0]))
         x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
         if dynamic_norm or clip:

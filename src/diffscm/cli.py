@@ -185,10 +185,16 @@ def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor, orac
           where: list[str] = typer.Option([], help="folder: train only on rows with COLUMN=VALUE (e.g. lesion=0 for healthy-only); repeatable."),
           init: Optional[Path] = typer.Option(None, help="Start from this checkpoint's weights (tensors of matching shape)."),
           schedule: str = typer.Option("linear", help="Noise schedule of a new diffusion model: linear or cosine."),
-          conditional: bool = typer.Option(False, help="Diffusion: class-conditional with a null token."),
-          p_uncond: float = typer.Option(0.35, "--cond-dropout", "--p-uncond", min=0.0, max=1.0, help="Diffusion: probability of dropping the label to ∅."),
+          conditional: bool = typer.Option(False, help="Diffusion: conditioned on every parent of the image (mnist, morphomnist) or on the class column (folder), each with its own null token."),
+          p_uncond: float = typer.Option(0.35, "--cond-dropout", "--p-uncond", min=0.0, max=1.0, help="Diffusion: probability of dropping each parent (or the label) to ∅."),
+          p_all: float = typer.Option(0.0, "--cond-dropout-all", min=0.0, max=1.0, help="Diffusion: probability of dropping all parents at once (the unconditional model)."),
+          min_snr_gamma: float = typer.Option(0.0, "--min-snr-gamma", min=0.0, help="Diffusion: min-SNR-γ loss weighting (5 is the usual choice; 0 = plain MSE)."),
+          dropout: float = typer.Option(0.0, min=0.0, max=0.9, help="Diffusion: dropout in the UNet's residual blocks."),
+          channels: Optional[str] = typer.Option(None, help="Diffusion: UNet block widths, e.g. 32,64,64 (default: the built-in architecture)."),
+          lr_schedule: str = typer.Option("constant", help="Learning rate after the warm-up: constant or cosine (decays to 5%)."),
+          warmup: int = typer.Option(200, min=0, help="Linear warm-up steps."),
           diffusion: Optional[Path] = typer.Option(None, help="Predictor: the diffusion checkpoint whose schedule it learns."),
-          ema_decay: float = typer.Option(0.999, help="Diffusion: EMA decay of the sampling weights."),
+          ema_decay: str = typer.Option("0.999", help="Diffusion: EMA decay of the sampling weights, or auto (matched to --steps: 1 − 10/steps within [0.99, 0.9999])."),
           latent: int = typer.Option(16, min=1, help="VAE/cVAE/autoencoder: latent dimension."),
           save_every: int = typer.Option(250, min=1), device: str = typer.Option("auto"),
           mixed_precision: str = typer.Option("no", help="bf16: the loss under bf16 autocast (for GPUs; weights stay float32)."),
@@ -199,20 +205,31 @@ def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor, orac
 
     from . import training as tr
     from .distributed import device_for, topology
-    from .train_setup import setup_training
+    from .train_setup import DiffusionRecipe, setup_training
 
     if mixed_precision not in ("no", "bf16"):
         raise DiffSCMError(f"--mixed-precision {mixed_precision!r}: use no or bf16")
+    if lr_schedule not in ("constant", "cosine"):
+        raise DiffSCMError(f"--lr-schedule {lr_schedule!r}: use constant or cosine")
+    try:
+        ema = tr.auto_ema_decay(steps) if ema_decay == "auto" else float(ema_decay)
+        widths = tuple(int(c) for c in channels.split(",")) if channels else None
+    except ValueError:
+        raise DiffSCMError(f"--ema-decay {ema_decay!r} / --channels {channels!r}: expected a number or auto / "
+                           "comma-separated integers") from None
+    if not 0.0 <= ema < 1.0:
+        raise DiffSCMError(f"--ema-decay must lie in [0, 1), got {ema_decay}")
+    recipe = DiffusionRecipe(schedule=schedule, conditional=conditional, p_uncond=p_uncond, p_all=p_all,
+                             min_snr_gamma=min_snr_gamma, dropout=dropout, channels=widths)
     top = topology()
     dev = device_for(top, device)
     torch.manual_seed(seed)
-    job = setup_training(what.value, dataset, split=split, data_dir=data_dir, target=target, schedule=schedule,
-                         conditional=conditional, p_uncond=p_uncond, diffusion=diffusion, latent=latent,
-                         where=_parse_where(where))
+    job = setup_training(what.value, dataset, split=split, data_dir=data_dir, target=target, diffusion=diffusion,
+                         latent=latent, where=_parse_where(where), recipe=recipe)
     if init is not None and not (resume and (out / tr.STATE_JSON).exists()):
         job.extra["init"] = tr.load_init(job.model, init)   # a resumed run continues its own weights instead
-    cfg = tr.TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, save_every=save_every,
-                         ema_decay=ema_decay if what == TrainWhat.diffusion else 0.0)
+    cfg = tr.TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, save_every=save_every, warmup=warmup,
+                         lr_schedule=lr_schedule, ema_decay=ema if what == TrainWhat.diffusion else 0.0)
     extra = {**job.extra, "command": " ".join(["diffscm", *sys.argv[1:]]), "device": str(dev),
              "torch_threads": torch.get_num_threads(), "processes": top.world}
     tr.fit(job.model, job.loss, job.inputs, job.labels, cfg, out, resume=resume, device=dev, extra_config=extra,
@@ -259,15 +276,21 @@ def _load_scm(model: str, device: str):
 @app.command()
 def counterfactual(
     model: str = typer.Option("mnist", help="Shipped model name (mnist) or an SCM folder."),
-    do: list[str] = typer.Option(..., "--do", help="Intervention NAME=VALUE (repeatable); digit=random picks a new digit."),
-    out: Path = typer.Option(..., help="Output folder: grid.png, counterfactuals.npz, options.json."),
+    do: list[str] = typer.Option([], "--do", help="Intervention NAME=VALUE (repeatable); digit=random picks a new digit."),
+    do_file: Optional[Path] = typer.Option(None, "--do-file", help="Per-image interventions: a CSV with an index (or file) column and one column per intervened variable; an empty cell leaves that variable alone."),
+    null: bool = typer.Option(False, "--null", help="The null intervention: abduct, then predict under the factual values."),
+    out: Path = typer.Option(..., help="Output folder: grid.png, counterfactuals.npz, values.csv, options.json."),
     split: str = typer.Option("test", help="Split to take factual images from (train, valid, test)."),
-    index: str = typer.Option("0:16", help="Images of the split: START:STOP, I or I,J,K."),
+    index: Optional[str] = typer.Option(None, help="Images of the split: START:STOP, I or I,J,K (default 0:16)."),
     image: list[Path] = typer.Option([], "--image", help="Your own image file(s) instead of a split (PNG/JPEG/NPY)."),
     observed: list[str] = typer.Option([], "--observed", help="Factual values of your images, e.g. digit=3."),
+    mechanism: Optional[str] = typer.Option(None, help="Image mechanism: paper (unconditional ε + anti-causal guidance) or conditional (parent-conditioned ε)."),
+    inversion: Optional[str] = typer.Option(None, help="Abduction: ddim (explicit), fixed-point or exact (BDIA; round-trips to float precision)."),
+    inversion_iters: Optional[int] = typer.Option(None, min=0, max=100, help="Fixed-point iterations per step (exact: of its first step)."),
     steps: Optional[int] = typer.Option(None, help="DDIM grid size N over [0, T)."),
     ratio: Optional[float] = typer.Option(None, help="Sampling progression ratio L: use the first floor(L*N) steps."),
     scale: list[str] = typer.Option([], "--scale", help="Guidance scale: S (every anti-causal predictor) or NAME=S (one parent; repeatable)."),
+    w: list[str] = typer.Option([], "--w", help="Classifier-free weight of the conditional mechanism: W (every parent) or NAME=W; 1 = none."),
     eta: Optional[float] = typer.Option(None, help="DDIM eta of the prediction step (0 = deterministic)."),
     clip: Optional[bool] = typer.Option(None, "--clip/--no-clip", help="Clamp x0-hat to [-1, 1] while decoding."),
     dynamic_norm: Optional[bool] = typer.Option(None, "--dynamic-norm/--no-dynamic-norm", help="Dynamic normalisation of x0-hat."),
@@ -277,26 +300,39 @@ def counterfactual(
     device: str = typer.Option("auto"), quiet: bool = typer.Option(False, help="No progress bar."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the networks first (pays off on large runs; not bit-exact)."),
 ):
-    """Counterfactual images: abduct (DDIM inversion), act (do), predict (guided DDIM). Several processes
-    (`torchrun --nproc_per_node K -m diffscm.cli counterfactual …`) share the batches; the output is the same."""
-    from .cli_counterfactual import load_factuals, parse_assignments, run_counterfactual
+    """Counterfactual images: abduct (invert the image), act (do), predict (decode under the new parents). Several
+    processes (`torchrun --nproc_per_node K -m diffscm.cli counterfactual …`) share the batches; the output is the same."""
+    from .cli_counterfactual import load_factuals, parse_assignments, parse_scales, parse_weights, read_do_file, \
+        run_counterfactual
 
+    if sum([bool(do), do_file is not None, null]) != 1:
+        raise DiffSCMError("give exactly one of --do, --do-file or --null")
     do_spec = parse_assignments(do, "--do")
     obs_spec = parse_assignments(observed, "--observed")
     _check_out(out, overwrite)
     scm = _load_scm(model, device)
     if compile:
         scm.compile()
-    from .cli_counterfactual import parse_scales
-
-    opts = scm.options(steps=steps, ratio=ratio, scales=parse_scales(scm, scale), eta=eta, clip=clip, dynamic_norm=dynamic_norm,
-                       seed=seed, batch_size=batch_size)
+    opts = scm.options(steps=steps, ratio=ratio, scales=parse_scales(scm, scale), eta=eta, clip=clip,
+                       dynamic_norm=dynamic_norm, seed=seed, batch_size=batch_size, mechanism=mechanism,
+                       inversion=inversion, inversion_iters=inversion_iters, cfg_weights=parse_weights(scm, w))
     scm.image_mechanism.grid(opts)  # validates steps/ratio before any work
+    scm.image_mechanism.mechanism(opts)
+    per_image = None
+    if do_file is not None:
+        if index is not None:
+            raise DiffSCMError("--do-file lists the images to process: drop --index")
+        rows, per_image = read_do_file(scm, do_file, image)
+        if image:
+            image = [image[i] for i in rows]
+        else:
+            index = rows
     notes: list[str] = []
-    x_u8, observed_values = load_factuals(scm, split, index, image, obs_spec, data_dir, notes)
+    x_u8, observed_values, idx = load_factuals(scm, split, index, image, obs_spec, data_dir, notes)
     for note in notes:
         typer.echo(f"note: {note}", err=True)
-    summary = run_counterfactual(scm, x_u8, observed_values, do_spec, opts, out, progress=not quiet)
+    summary = run_counterfactual(scm, x_u8, observed_values, do_spec, opts, out, progress=not quiet,
+                                 per_image=per_image, names=[str(p) for p in image] or None, index=idx)
     if _is_main():
         typer.echo(json.dumps({"out": str(out), **summary}))
 

@@ -19,8 +19,15 @@ from .scm import SCM, abduct, act, predict
 from .viz import save_grid
 
 
-def parse_index(spec: str, n: int) -> np.ndarray:
-    """``"0:16"``, ``"5"`` or ``"1,4,9"`` -> indices into a split of size ``n``."""
+def parse_index(spec: "str | np.ndarray", n: int) -> np.ndarray:
+    """``"0:16"``, ``"5"`` or ``"1,4,9"`` -> indices into a split of size ``n``; an array (from ``--do-file``) is
+    checked against ``n``, naming the offending row."""
+    if isinstance(spec, np.ndarray):
+        bad = np.flatnonzero((spec < 0) | (spec >= n))
+        if bad.size:
+            raise DiffSCMError(f"--do-file row {bad[0] + 1}, column index: {spec[bad[0]]} is out of range for a split "
+                               f"of {n} images")
+        return spec
     try:
         if ":" in spec:
             parts = spec.split(":")
@@ -79,27 +86,113 @@ def parse_scales(scm: SCM, items: list[str]) -> dict[str, float] | None:
     return scale_items(items, list(scm.image_mechanism.predictors), scm.defaults.scales)
 
 
-def resolve_do(scm: SCM, spec: dict[str, str], observed: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
-    """Turn ``{"digit": "7"|"random"}`` into per-sample tensors; ``random`` draws a value ≠ the factual one."""
+def parse_weights(scm: SCM, items: list[str]) -> dict[str, float] | None:
+    """``--w`` items — ``W`` (every parent of the ε-model) or ``NAME=W`` — over the SCM's defaults; None if none."""
+    if not items:
+        return None
+    names = scm.image_mechanism.diffusion.parent_names
+    if not names:
+        raise DiffSCMError("--w needs a parent-conditioned diffusion model (the conditional mechanism)")
+    weights = dict(scm.defaults.cfg_weights)
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        try:
+            v = float(value)
+        except ValueError:
+            raise DiffSCMError(f"bad --w {item!r}: use W or NAME=W") from None
+        if sep and name not in names:
+            raise DiffSCMError(f"--w {item!r}: {name!r} is not a parent of the ε-model ({', '.join(names)})")
+        for n in ([name] if sep else names):
+            weights[n] = v
+    return weights
+
+
+def _do_value(var, value: str, where: str) -> float:
+    """One intervention value (a number, or NaN for ``random``), checked against the variable's support."""
+    if value == "random":
+        if var.kind != "categorical":
+            raise DiffSCMError(f"{where}: random needs a categorical variable")
+        return float("nan")
+    try:
+        v = float(value)
+    except ValueError:
+        raise DiffSCMError(f"{where}: {value!r} is not a number (or 'random')") from None
+    try:
+        var.check_value(v)
+    except DiffSCMError as exc:
+        raise DiffSCMError(f"{where}: {exc}") from None
+    return v
+
+
+def read_do_file(scm: SCM, path: Path, images: list[Path]) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """A ``--do-file`` CSV: the images it lists (split indices, or positions in ``images`` for a ``file`` column)
+    and, per intervened variable, one cell per image ('' = not intervened). Errors name the row and column."""
+    import csv
+
+    if not path.is_file():
+        raise DiffSCMError(f"--do-file {path} does not exist")
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DiffSCMError(f"--do-file {path} is not a readable CSV ({exc})") from None
+    rows = [r for r in rows if any(c.strip() for c in r)]
+    if len(rows) < 2:
+        raise DiffSCMError(f"--do-file {path} has no data rows")
+    header = [h.strip() for h in rows[0]]
+    key = "file" if images else "index"
+    if key not in header:
+        raise DiffSCMError(f"--do-file {path} needs a{'' if key == 'file' else 'n'} {key!r} column"
+                           + (" (with --image)" if images else " (or --image files with a 'file' column)"))
+    if len(set(header)) != len(header):
+        raise DiffSCMError(f"--do-file {path} repeats a column name")
+    known = [v for v in scm.graph.variables if v != scm.image_name]
+    for col in header:
+        if col != key and col not in known:
+            raise DiffSCMError(f"--do-file {path} column {col!r} is not a variable of this model ({', '.join(known)})")
+    names = {str(p): i for i, p in enumerate(images)}
+    names.update({p.name: i for i, p in enumerate(images) if p.name not in names})
+    idx, cells = [], {c: [] for c in header if c != key}
+    for r, row in enumerate(rows[1:], start=1):
+        if len(row) != len(header):
+            raise DiffSCMError(f"--do-file row {r}: {len(row)} cells for {len(header)} columns")
+        rec = dict(zip(header, (c.strip() for c in row)))
+        if key == "index":
+            try:
+                idx.append(int(rec["index"]))
+            except ValueError:
+                raise DiffSCMError(f"--do-file row {r}, column index: {rec['index']!r} is not an integer") from None
+        else:
+            if rec["file"] not in names:
+                raise DiffSCMError(f"--do-file row {r}, column file: {rec['file']!r} is not one of the --image files")
+            idx.append(names[rec["file"]])
+        for c in cells:
+            if rec[c]:
+                _do_value(scm.graph.variables[c], rec[c], f"--do-file row {r}, column {c}")
+            cells[c].append(rec[c])
+    return np.asarray(idx, dtype=np.int64), cells
+
+
+def resolve_do(scm: SCM, spec: dict[str, str], observed: dict[str, torch.Tensor], seed: int,
+               per_image: dict[str, list[str]] | None = None) -> dict[str, torch.Tensor]:
+    """Turn ``{"digit": "7"|"random"}`` (or per-image cells) into per-sample float tensors, NaN where a sample is not
+    intervened on; ``random`` draws a value ≠ the factual one."""
     n = next(iter(observed.values())).shape[0]
+    cells = per_image if per_image is not None else {k: [v] * n for k, v in spec.items()}
     out = {}
-    for name, value in spec.items():
+    for name, column in cells.items():
         var = scm.graph.variables.get(name)
         if var is None or var.kind == "image":
             known = ", ".join(v for v in scm.graph.variables if v != scm.image_name)
             raise DiffSCMError(f"unknown variable {name!r} in --do (this model has: {known})")
-        if value == "random":
-            if var.kind != "categorical":
-                raise DiffSCMError(f"--do {name}=random needs a categorical variable")
-            out[name] = torch.as_tensor(random_targets(observed[name].numpy(), seed, var.num_classes))
-            continue
-        try:
-            v = float(value)
-        except ValueError:
-            raise DiffSCMError(f"--do {name}={value!r} is not a number (or 'random')") from None
-        var.check_value(v)
-        out[name] = torch.full((n,), int(v) if var.kind == "categorical" else v,
-                               dtype=torch.long if var.kind == "categorical" else torch.float32)
+        vals = torch.tensor([_do_value(var, c, f"--do {name}") if c else float("nan") for c in column],
+                            dtype=torch.float64)
+        rand = torch.tensor([c == "random" for c in column])
+        if rand.any():
+            drawn = torch.as_tensor(random_targets(observed[name].numpy(), seed, var.num_classes), dtype=torch.float64)
+            vals = torch.where(rand, drawn, vals)
+        if not torch.isnan(vals).all():
+            out[name] = vals.float() if var.kind != "categorical" else vals
     return out
 
 
@@ -138,20 +231,20 @@ def _morpho_split(scm: SCM, split: str | None, index: str | None, data_dir: Path
         from .train_setup import load_morpho_folder
 
         x_all, attrs, _ = load_morpho_folder(data_dir, split)
-        idx = parse_index(index or "0:16", len(x_all))
+        idx = parse_index("0:16" if index is None else index, len(x_all))
     else:
         n_split = 60000 if split == "train" else 10000
-        idx = parse_index(index or "0:16", n_split)
+        idx = parse_index("0:16" if index is None else index, n_split)
         notes.append(f"Morpho-MNIST {split} images regenerated from MNIST with DeepSCM's model, seed 0 (cached); "
                      "pass --data-dir for another build")
         x_all, attrs, _ = mm.load_split(split, seed=0, limit=int(idx.max()) + 1, progress=False)
     obs = {k: torch.as_tensor(v[idx], dtype=torch.long if k == "digit" else torch.float32) for k, v in attrs.items()}
-    return x_all[idx], obs
+    return x_all[idx], obs, idx
 
 
 def load_factuals(scm: SCM, split: str | None, index: str | None, images: list[Path], observed: dict[str, str],
-                  data_dir: Path | None, notes: list[str]) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
-    """Factual images (uint8) and every attribute's factual value, from a split or the user's files.
+                  data_dir: Path | None, notes: list[str]) -> tuple[np.ndarray, dict[str, torch.Tensor], np.ndarray | None]:
+    """Factual images (uint8), every attribute's factual value and the split indices (None for the user's files).
 
     For user images, attributes not given with ``--observed`` are inferred: the digit by the anti-causal predictor at
     t = 0, thickness and intensity by the Morpho-MNIST morphometrics.
@@ -180,25 +273,29 @@ def load_factuals(scm: SCM, split: str | None, index: str | None, images: list[P
         missing = [n for n in attr_names if n not in obs]
         if missing:
             raise DiffSCMError(f"give the factual value of {missing[0]} with --observed {missing[0]}=VALUE")
-        return x_u8, obs
+        return x_u8, obs, None
     if observed:
         raise DiffSCMError("--observed goes with --image; split images carry their own labels")
     if set(attr_names) == {"digit"}:
         x_all, y_all = load_mnist(split or "test", data_dir)
-        idx = parse_index(index or "0:16", len(x_all))
-        return x_all[idx], {"digit": torch.as_tensor(y_all[idx])}
+        idx = parse_index("0:16" if index is None else index, len(x_all))
+        return x_all[idx], {"digit": torch.as_tensor(y_all[idx])}, idx
     if set(attr_names) == {"digit", "thickness", "intensity"}:
         return _morpho_split(scm, split, index, data_dir, notes)
     raise DiffSCMError("this model has no built-in dataset: pass --image files with --observed values")
 
 
 def run_counterfactual(scm: SCM, x_u8: np.ndarray, observed: dict[str, torch.Tensor], do_spec: dict[str, str],
-                       opts: InferenceOptions, out: Path, progress: bool = True) -> dict:
-    """Compute counterfactuals and write ``grid.png``, ``counterfactuals.npz`` and ``options.json`` to ``out``.
+                       opts: InferenceOptions, out: Path, progress: bool = True,
+                       per_image: dict[str, list[str]] | None = None, names: list[str] | None = None,
+                       index: np.ndarray | None = None) -> dict:
+    """Compute counterfactuals and write ``grid.png``, ``counterfactuals.npz``, ``values.csv`` and ``options.json``.
 
-    Under ``torchrun``/``accelerate launch`` the batches are shared out over the processes and only rank 0 writes."""
+    ``do_spec`` intervenes on every image; ``per_image`` (from ``--do-file``) image by image; neither is the null
+    intervention. Under ``torchrun``/``accelerate launch`` the batches are shared out over the processes and only
+    rank 0 writes."""
     top = topology()
-    do = resolve_do(scm, do_spec, observed, opts.seed)
+    do = resolve_do(scm, do_spec, observed, opts.seed, per_image)
     x = to_model_range(x_u8)
     t0 = time.time()
     res = scm.counterfactual({scm.image_name: x, **observed}, do, opts, progress=progress, top=top)
@@ -236,8 +333,18 @@ def run_counterfactual(scm: SCM, x_u8: np.ndarray, observed: dict[str, torch.Ten
                 parts.append(f"{name[0]}{a:.3g}>{b:.3g}" if name != "digit" else f"{int(a)}>{int(b)}")
         return " ".join(parts) or "="
 
+    def values_csv() -> str:
+        ids = names if names else [str(i) for i in (index if index is not None else range(len(x_u8)))]
+        cols = ["file" if names else "index"] + [c for n in observed for c in (n, f"{n}_cf")]
+        lines = [",".join(cols)]
+        for i, ident in enumerate(ids):
+            vals = [f"{v[i].item():.6g}" for n in observed for v in (observed[n], res[n])]
+            lines.append(",".join([ident, *vals]))
+        return "\n".join(lines) + "\n"
+
     def files(tmp: Path) -> None:
         np.savez_compressed(tmp / "counterfactuals.npz", **arrays)
+        (tmp / "values.csv").write_text(values_csv())
         save_grid([("factual", x_u8), ("counterfact.", cf)], tmp / "grid.png",
                   col_labels=[label(i) for i in range(len(x_u8))])
         (tmp / "options.json").write_text(json.dumps({"do": do_spec, "options": opts.__dict__, "summary": summary},

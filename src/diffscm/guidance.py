@@ -83,3 +83,35 @@ def classifier_free(eps_fn: CondEpsFn, label: torch.Tensor, null_label: int, w: 
         return e_null + ready["w"] * (e_cond - e_null)
 
     return guided
+
+
+def parent_free(eps_fn: CondEpsFn, values: torch.Tensor, weights: list[float]) -> EpsFn:
+    """Per-parent classifier-free guidance of a parent-conditioned ε-model ``eps_fn(x, t, values)`` (NaN = ∅):
+
+    ε̂ = ε(pa*) + Σ_i (w_i − 1)·(ε(pa*) − ε(pa* with parent i set to ∅)).
+
+    ``w_i`` = 1 for every parent is the conditional model alone (one evaluation); for one parent this is
+    ε(∅) + w·(ε(y*) − ε(∅)). All needed branches share one forward pass.
+    """
+    guided_cols = [i for i, w in enumerate(weights) if w != 1.0]
+    if not guided_cols:
+        return lambda x, t: eps_fn(x, t, values.to(x.device))
+    ready: dict = {}
+    branches = 1 + len(guided_cols)
+
+    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not ready:  # the stacked value batches, built once on x's device
+            v = values.to(x.device)
+            rows = [v]
+            for i in guided_cols:
+                vi = v.clone()
+                vi[:, i] = float("nan")
+                rows.append(vi)
+            ready["v"] = torch.cat(rows)
+        out = eps_fn(torch.cat([x] * branches), torch.cat([t] * branches), ready["v"]).chunk(branches)
+        eps = out[0]
+        for j, i in enumerate(guided_cols):
+            eps = eps + (weights[i] - 1.0) * (out[0] - out[j + 1])
+        return eps
+
+    return guided

@@ -62,7 +62,12 @@ class DiffSCMMethod:
     def abduct(self, x_u8, digits):
         key = None
         if self.memo is not None:
-            key = (self.opts.steps, self.opts.ratio, hashlib.sha256(np.ascontiguousarray(x_u8).tobytes()).hexdigest())
+            o = self.opts   # a factual abduction inverts the decoding ε under the factual digits: key on all of it
+            h = hashlib.sha256(np.ascontiguousarray(x_u8).tobytes())
+            h.update(np.ascontiguousarray(digits).astype(np.int64).tobytes())
+            key = (o.steps, o.ratio, o.mechanism, o.inversion, o.inversion_iters, o.abduction, o.bdia_gamma,
+                   o.cfg_scale, tuple(sorted(o.cfg_weights.items())), tuple(sorted(o.scales.items()))
+                   if o.abduction == "factual" else (), h.hexdigest())
             if key in self.memo:
                 return self.memo[key]
         out = []

@@ -8,37 +8,64 @@ from typing import Callable
 import torch
 
 from .errors import DiffSCMError
-from .guidance import GuidanceTerm, classifier_free, classifier_guided
+from .guidance import GuidanceTerm, classifier_free, classifier_guided, parent_free
 from .models import DiffusionModel, NoiseAwarePredictor
-from .sampling import EpsFn, ddim_invert, ddim_sample
+from .sampling import EpsFn, bdia_invert, bdia_sample, ddim_invert, ddim_sample
 from .schedule import ddim_grid
+
+MECHANISMS = ("auto", "paper", "conditional")
+INVERSIONS = ("ddim", "fixed-point", "exact")
+ABDUCTIONS = ("factual", "null")
 
 
 @dataclass
 class InferenceOptions:
-    """Knobs of abduction and prediction. ``steps`` is the DDIM grid size over [0, T); ``ratio`` uses its first ⌊L·N⌋ steps."""
+    """Knobs of abduction and prediction. ``steps`` is the DDIM grid size over [0, T); ``ratio`` uses its first ⌊L·N⌋ steps.
+
+    ``mechanism``: ``paper`` (unconditional ε + anti-causal guidance), ``conditional`` (ε(x, t, pa) of a
+    parent-conditioned model, classifier-free weights ``cfg_weights`` per parent, 1 = none, and anti-causal
+    ``scales`` on top) or ``auto`` (conditional when the ε-model is parent-conditioned). ``inversion``: ``ddim``
+    (explicit), ``fixed-point`` (``inversion_iters`` iterations per step) or ``exact`` (BDIA, ``bdia_gamma``; its
+    first step takes ``inversion_iters`` iterations). ``abduction``: ``factual`` inverts the very ε-function that
+    decodes, under the factual parents (so the null intervention returns the image up to the inversion error);
+    ``null`` inverts the unconditional ε (as in "What is Healthy?").
+    """
 
     steps: int = 50
     ratio: float = 1.0
     scales: dict[str, float] = field(default_factory=dict)
-    cfg_scale: float = 0.0     # w of classifier-free guidance (needs a conditional diffusion model); 0 = off
+    cfg_scale: float = 0.0     # w of classifier-free guidance of a label-conditioned model; 0 = off
+    cfg_weights: dict[str, float] = field(default_factory=dict)
     eta: float = 0.0
     clip: bool = True
     dynamic_norm: bool = False
     batch_size: int = 64
     seed: int = 0
+    mechanism: str = "auto"
+    inversion: str = "ddim"
+    inversion_iters: int = 3
+    abduction: str = "factual"
+    bdia_gamma: float = 1.0
 
     def __post_init__(self) -> None:
         checks = [("steps", self.steps >= 1), ("ratio", 0 < self.ratio <= 1), ("eta", 0 <= self.eta <= 1),
-                  ("batch_size", self.batch_size >= 1), ("seed", 0 <= self.seed < 2**31)]
+                  ("batch_size", self.batch_size >= 1), ("seed", 0 <= self.seed < 2**31),
+                  ("inversion_iters", 0 <= self.inversion_iters <= 100), ("bdia_gamma", 0 < self.bdia_gamma <= 1)]
         for name, ok in checks:
             if not ok:
                 raise DiffSCMError(f"{name} = {getattr(self, name)} is out of range")
+        for name, allowed in (("mechanism", MECHANISMS), ("inversion", INVERSIONS), ("abduction", ABDUCTIONS)):
+            if getattr(self, name) not in allowed:
+                raise DiffSCMError(f"{name} {getattr(self, name)!r}: use {', '.join(allowed)}")
         if not math.isfinite(float(self.cfg_scale)):
             raise DiffSCMError(f"cfg_scale must be finite, got {self.cfg_scale}")
-        for name, s in self.scales.items():
-            if not math.isfinite(float(s)):
-                raise DiffSCMError(f"guidance scale of {name} must be finite, got {s}")
+        for what, table in (("guidance scale", self.scales), ("classifier-free weight", self.cfg_weights)):
+            for name, s in table.items():
+                if not math.isfinite(float(s)):
+                    raise DiffSCMError(f"{what} of {name} must be finite, got {s}")
+        if self.inversion == "exact" and (self.eta or self.clip or self.dynamic_norm):
+            raise DiffSCMError("exact inversion decodes deterministically without clipping: use eta 0, no clip, "
+                               "no dynamic normalisation")
 
 
 class RootCategorical:
@@ -52,9 +79,13 @@ class RootCategorical:
 
 
 class DiffusionImageMechanism:
-    """image := f(u, pa) with u the DDIM latent of the image; pa steers decoding through anti-causal guidance
-    (one noise-aware predictor per parent) and, with a conditional ε-model, classifier-free guidance on
-    ``condition`` (a categorical parent; abduction then uses the null label ∅)."""
+    """image := f(u, pa) with u the DDIM latent of the image. Two mechanisms share abduction and prediction:
+
+    * paper: the unconditional ε (∅ of a conditional model) steered by anti-causal guidance (one noise-aware
+      predictor per parent) and, with a label-conditioned ε-model, classifier-free guidance on ``condition``;
+    * conditional: a parent-conditioned ε(x, t, pa), with per-parent classifier-free weights and optional
+      anti-causal guidance on top.
+    """
 
     def __init__(self, diffusion: DiffusionModel, predictors: dict[str, NoiseAwarePredictor],
                  condition: str | None = None):
@@ -69,7 +100,10 @@ class DiffusionImageMechanism:
         return self.diffusion.alphas_cumprod
 
     def grid(self, opts: InferenceOptions) -> torch.Tensor:
-        return ddim_grid(opts.steps, opts.ratio, self.diffusion.config["num_train_timesteps"])
+        grid = ddim_grid(opts.steps, opts.ratio, self.diffusion.config["num_train_timesteps"])
+        if opts.inversion == "exact" and len(grid) < 3:
+            raise DiffSCMError("exact inversion needs at least 2 steps (floor(ratio × steps) >= 2)")
+        return grid
 
     def eps_fn(self) -> EpsFn:
         """ε(x, t) of the unconditional model (the null label ∅ of a conditional one)."""
@@ -91,8 +125,33 @@ class DiffusionImageMechanism:
 
         return eps
 
+    def mechanism(self, opts: InferenceOptions) -> str:
+        """``paper`` or ``conditional`` for these options (``auto``: conditional iff the ε-model is parent-conditioned)."""
+        if opts.mechanism == "auto":
+            return "conditional" if self.diffusion.parent_names else "paper"
+        if opts.mechanism == "conditional" and not self.diffusion.parent_names:
+            raise DiffSCMError("the conditional mechanism needs a parent-conditioned diffusion model "
+                               "(trained with --conditional); this SCM has the paper's mechanism only")
+        return opts.mechanism
+
+    def parent_values(self, parents: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, P) float values of the ε-model's parents, in its column order."""
+        missing = [n for n in self.diffusion.parent_names if n not in parents]
+        if missing:
+            raise DiffSCMError(f"the conditional mechanism needs a value for every image parent; missing {', '.join(missing)}")
+        return torch.stack([parents[n].float() for n in self.diffusion.parent_names], 1)
+
     def base_eps(self, parents: dict[str, torch.Tensor], opts: InferenceOptions) -> EpsFn:
-        """The ε used for decoding before anti-causal terms: classifier-free mixing when ``cfg_scale`` ≠ 0."""
+        """The ε before anti-causal terms: ε(x, t, pa) with per-parent weights (conditional mechanism), else the
+        unconditional ε with classifier-free mixing on a label when ``cfg_scale`` ≠ 0."""
+        if self.mechanism(opts) == "conditional":
+            names = self.diffusion.parent_names
+            unknown = sorted(set(opts.cfg_weights) - set(names))
+            if unknown:
+                raise DiffSCMError(f"classifier-free weight for {', '.join(unknown)}: not a parent of the ε-model "
+                                   f"({', '.join(names)})")
+            return parent_free(self.cond_eps_fn(), self.parent_values(parents),
+                               [float(opts.cfg_weights.get(n, 1.0)) for n in names])
         if not opts.cfg_scale:
             return self.eps_fn()
         if not self.diffusion.num_classes:
@@ -104,13 +163,33 @@ class DiffusionImageMechanism:
             raise DiffSCMError(f"{self.condition} must lie in 0..{self.diffusion.num_classes - 1} for this model")
         return classifier_free(self.cond_eps_fn(), label, self.diffusion.null_label, opts.cfg_scale)
 
+    def decoding_eps(self, parents: dict[str, torch.Tensor], opts: InferenceOptions) -> EpsFn:
+        """The ε-function that decodes under ``parents``: base ε plus anti-causal guidance terms."""
+        return classifier_guided(self.base_eps(parents, opts), self.guidance_terms(parents, opts), self.alphas_cumprod)
+
     def abduct(self, x: torch.Tensor, opts: InferenceOptions,
-               callback: Callable[[int], None] | None = None) -> torch.Tensor:
-        """u = DDIM inversion (η = 0) of ``x`` with the unconditional ε-model up to g_K."""
+               callback: Callable[[int], None] | None = None,
+               parents: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """u = deterministic inversion of ``x`` up to g_K.
+
+        With ``opts.abduction == "factual"`` and the factual ``parents``, the inverted ε-function is the one that
+        decodes the null intervention (so prediction under the same values gives ``x`` back); otherwise the
+        unconditional ε. The latent is (N, C, H, W), or (N, 2, C, H, W) for ``inversion="exact"``.
+        """
+        if opts.abduction == "factual" and parents is not None:
+            eps = self.decoding_eps(parents, opts)
+        elif self.mechanism(opts) == "conditional":
+            raise DiffSCMError("the conditional mechanism abducts under the factual parents: pass their values")
+        else:
+            eps = self.eps_fn()
+        grid, a = self.grid(opts), self.alphas_cumprod
         # Both directions run in inference mode on an inference copy of their input, so the ε-model always sees one
         # kind of tensor (a compiled model would otherwise recompile when abduction and prediction alternate kinds).
         with torch.inference_mode():
-            return ddim_invert(self.eps_fn(), x.clone(), self.alphas_cumprod, self.grid(opts), callback).clone()
+            if opts.inversion == "exact":
+                return bdia_invert(eps, x.clone(), a, grid, opts.inversion_iters, opts.bdia_gamma, callback).clone()
+            iters = opts.inversion_iters if opts.inversion == "fixed-point" else 0
+            return ddim_invert(eps, x.clone(), a, grid, callback, iters=iters).clone()
 
     def guidance_terms(self, parents: dict[str, torch.Tensor], opts: InferenceOptions) -> list[GuidanceTerm]:
         terms = []
@@ -124,8 +203,13 @@ class DiffusionImageMechanism:
                 generator: torch.Generator | None = None,
                 callback: Callable[[int], None] | None = None) -> torch.Tensor:
         """Decode the latent on the same grid, guided towards every image parent's (counterfactual) value."""
-        eps = classifier_guided(self.base_eps(parents, opts), self.guidance_terms(parents, opts), self.alphas_cumprod)
+        eps = self.decoding_eps(parents, opts)
         with torch.inference_mode():   # the guidance gradient re-enables autograd on its own copy of x_t
-            x = ddim_sample(eps, u.clone(), self.alphas_cumprod, self.grid(opts), eta=opts.eta, clip=opts.clip,
-                            dynamic_norm=opts.dynamic_norm, generator=generator, callback=callback)
+            if opts.inversion == "exact":
+                if u.ndim != 5 or u.shape[1] != 2:
+                    raise DiffSCMError("exact decoding needs the (x_K, x_K-1) latent of an exact abduction")
+                x = bdia_sample(eps, u.clone(), self.alphas_cumprod, self.grid(opts), opts.bdia_gamma, callback)
+            else:
+                x = ddim_sample(eps, u.clone(), self.alphas_cumprod, self.grid(opts), eta=opts.eta, clip=opts.clip,
+                                dynamic_norm=opts.dynamic_norm, generator=generator, callback=callback)
         return x.clamp(-1, 1)           # outside inference mode: an ordinary tensor for the caller

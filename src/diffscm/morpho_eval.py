@@ -46,7 +46,9 @@ class MorphoDiffSCM:
 
     def abduct(self, x_u8: np.ndarray, attrs: dict[str, np.ndarray]) -> torch.Tensor:
         bs, dev = self.opts.batch_size, self.scm.device
-        return torch.cat([self.scm.image_mechanism.abduct(to_model_range(x_u8[i:i + bs]).to(dev), self.opts).cpu()
+        pa = lambda sl: {k: torch.as_tensor(attrs[k][sl], device=dev) for k in self.scm.graph.image.parents}  # noqa: E731
+        return torch.cat([self.scm.image_mechanism.abduct(to_model_range(x_u8[i:i + bs]).to(dev), self.opts,
+                                                          parents=pa(slice(i, i + bs))).cpu()
                           for i in range(0, len(x_u8), bs)])
 
     def predict(self, latent: torch.Tensor, attrs: dict[str, np.ndarray], seed: int) -> np.ndarray:

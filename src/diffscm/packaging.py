@@ -86,6 +86,12 @@ def pack_scm(out: Path, graph: dict, diffusion: Path, predictors: dict[str, Path
             raise DiffSCMError(f"the conditional diffusion model's label {cond!r} is not a categorical image parent "
                                f"with {dcfg['num_classes']} classes")
         cfg["image"]["condition"] = cond
+    for spec in dcfg.get("parents") or []:
+        var = g.variables.get(spec["name"])
+        if var is None or spec["name"] not in g.image.parents or var.kind != spec["kind"] or \
+                (var.kind == "categorical" and var.num_classes != spec.get("num_classes")):
+            raise DiffSCMError(f"the diffusion model is conditioned on {spec['name']!r} ({spec['kind']}), which is not "
+                               f"a matching parent of the graph's image ({', '.join(g.image.parents)})")
     if flow_dirs:
         cfg["attributes"] = flow_dirs
     if single:

@@ -146,13 +146,16 @@ class SCM:
                 d[k] = v
         return InferenceOptions(**d)
 
-    def check_values(self, values: dict[str, torch.Tensor]) -> None:
+    def check_values(self, values: dict[str, torch.Tensor], missing_ok: bool = False) -> None:
+        """One-line errors for unknown variables and values outside their support (NaN allowed if ``missing_ok``)."""
         for name, val in values.items():
             if name not in self.graph.variables or name == self.image_name:
                 known = ", ".join(n for n in self.graph.variables if n != self.image_name)
                 raise DiffSCMError(f"unknown variable {name!r} (this model has: {known})")
             var = self.graph.variables[name]
             flat = torch.as_tensor(val).flatten()
+            if missing_ok and flat.is_floating_point():
+                flat = flat[~torch.isnan(flat)]
             if not torch.isfinite(flat.float()).all():
                 raise DiffSCMError(f"{name} has non-finite values")
             for v in flat.unique().tolist():
@@ -172,6 +175,8 @@ class SCM:
                        top: Topology | None = None) -> dict[str, torch.Tensor]:
         """Counterfactuals of ``observed`` (image in [-1, 1] + all attributes) under per-sample ``do``, batched.
 
+        A NaN in a (float) ``do`` tensor leaves that sample's variable un-intervened; ``do = {}`` is the null intervention.
+
         With a multi-process ``top`` (see :mod:`diffscm.distributed`) each rank computes a contiguous block of the
         batches and every rank returns the gathered result, equal to the single-process one.
         """
@@ -186,7 +191,7 @@ class SCM:
         self.check_values(attrs)
         do = {k: torch.as_tensor(v).expand(x.shape[0]) if torch.as_tensor(v).ndim == 0 else torch.as_tensor(v)
               for k, v in do.items()}
-        self.check_values(do)
+        self.check_values(do, missing_ok=True)
         for k, v in do.items():
             if v.shape[0] != x.shape[0]:
                 raise DiffSCMError(f"do({k}) has {v.shape[0]} values for {x.shape[0]} images")
@@ -219,9 +224,11 @@ def batch_generator(device: torch.device, seed: int, batch_index: int) -> torch.
 
 def abduct(scm: SCM, observed: dict[str, torch.Tensor], opts: InferenceOptions,
            callback: Callable[[int], None] | None = None) -> Exogenous:
-    """Abduction: exogenous noise of each attribute by inverting its mechanism; the image's by DDIM inversion."""
+    """Abduction: exogenous noise of each attribute by inverting its mechanism; the image's by inverting the image
+    mechanism's ε-function under the factual parents (see :meth:`DiffusionImageMechanism.abduct`)."""
     attrs = abduct_attributes(scm, observed)
-    u = scm.image_mechanism.abduct(observed[scm.image_name], opts, callback)
+    parents = {p: observed[p] for p in scm.graph.image.parents}
+    u = scm.image_mechanism.abduct(observed[scm.image_name], opts, callback, parents=parents)
     return Exogenous(attrs, u)
 
 
@@ -241,22 +248,30 @@ def act(scm: SCM, observed: dict[str, torch.Tensor], noise: Exogenous,
         do: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Action: set the intervened attributes per sample; recompute their descendants from their abducted noise.
 
-    Samples not intervened on a variable keep their observed value for it. Returns every attribute's
-    counterfactual value (the image is left to :func:`predict`).
+    A sample is intervened on a variable where its ``do`` value is not NaN; samples not intervened on a variable,
+    and none of whose ancestors changed, keep their observed value. Returns every attribute's counterfactual value
+    (the image is left to :func:`predict`).
     """
-    changed = scm.graph.descendants(do.keys())
     values: dict[str, torch.Tensor] = {}
+    changed: dict[str, torch.Tensor] = {}
     for name in scm.graph.topological_order():
         var = scm.graph.variables[name]
         if var.kind == "image":
             continue
-        if name in do:
-            values[name] = do[name].to(observed[name].device, observed[name].dtype)
-        elif name in changed:
+        obs = observed[name]
+        moved = torch.zeros(obs.shape[0], dtype=torch.bool, device=obs.device)
+        for p in var.parents:
+            moved |= changed[p]
+        val = obs
+        if moved.any():
             parents = {p: values[p] for p in var.parents}
-            values[name] = scm.attribute_mechanisms[name](noise.attributes[name], parents)
-        else:
-            values[name] = observed[name]
+            val = torch.where(moved, scm.attribute_mechanisms[name](noise.attributes[name], parents).to(obs.dtype), obs)
+        if name in do:
+            d = do[name].to(obs.device)
+            hit = ~torch.isnan(d) if d.is_floating_point() else torch.ones_like(moved)
+            val = torch.where(hit, d.nan_to_num(0).to(obs.dtype) if d.is_floating_point() else d.to(obs.dtype), val)
+            moved |= hit
+        values[name], changed[name] = val, moved
     return values
 
 

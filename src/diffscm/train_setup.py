@@ -10,7 +10,7 @@ import torch
 from . import training as tr
 from .data import to_model_range
 from .errors import DiffSCMError
-from .graph import MORPHO_GRAPH, CausalGraph
+from .graph import MNIST_GRAPH, MORPHO_GRAPH, CausalGraph
 from .models.diffusion import DEFAULT_UNET
 from .models import (
     VAE,
@@ -109,16 +109,59 @@ def load_folder_training(data_dir: Path | None, target: str | None, where: dict[
     return x, table, ds.info, extra
 
 
+def parent_specs(graph: CausalGraph, names) -> list[dict]:
+    """Conditioning specs of a parent-conditioned ε-model: categorical classes, continuous supports."""
+    specs = []
+    for n in names:
+        v = graph.variables[n]
+        if v.kind == "categorical":
+            specs.append({"name": n, "kind": "categorical", "num_classes": v.num_classes})
+        else:
+            specs.append({"name": n, "kind": "continuous", "low": v.low, "high": v.high})
+    return specs
+
+
+@dataclass
+class DiffusionRecipe:
+    """How a diffusion model is built and trained: conditioning, null-token dropout, loss weighting, UNet overrides."""
+
+    schedule: str = "linear"
+    conditional: bool = False
+    p_uncond: float = 0.35
+    p_all: float = 0.0
+    min_snr_gamma: float = 0.0
+    dropout: float = 0.0
+    channels: tuple[int, ...] | None = None
+
+    def unet(self, base: dict) -> dict:
+        u = dict(base)
+        if self.dropout:
+            u["dropout"] = self.dropout
+        if self.channels:
+            u["block_out_channels"] = list(self.channels)
+        return u
+
+    def build(self, base_unet: dict, graph: CausalGraph, extra: dict | None = None) -> tuple[DiffusionModel, object]:
+        """A parent-conditioned (``conditional``) or unconditional ε-model over ``graph``'s image, and its loss."""
+        cfg = {"unet": self.unet(base_unet), "schedule": self.schedule, **(extra or {})}
+        if self.conditional:
+            cfg["parents"] = parent_specs(graph, graph.image.parents)
+        model = DiffusionModel(cfg)
+        return model, tr.diffusion_loss(model, self.p_uncond, self.min_snr_gamma, self.p_all)
+
+
 def setup_training(what: str, dataset: str, *, split: str = "train", data_dir: Path | None = None, target: str | None = None,
                    schedule: str = "linear", conditional: bool = False, p_uncond: float = 0.35,
-                   diffusion: Path | None = None, latent: int = 16, where: dict[str, str] | None = None) -> TrainJob:
+                   diffusion: Path | None = None, latent: int = 16, where: dict[str, str] | None = None,
+                   recipe: DiffusionRecipe | None = None) -> TrainJob:
     """Build the model, its loss and the training tensors of one job."""
+    recipe = recipe or DiffusionRecipe(schedule=schedule, conditional=conditional, p_uncond=p_uncond)
     if dataset not in DATASETS:
         raise DiffSCMError(f"unknown dataset {dataset!r} (available: {', '.join(DATASETS)})")
     if where and dataset != "folder":
         raise DiffSCMError("--where filters the rows of --dataset folder only")
     if dataset == "folder":
-        return _setup_folder(what, data_dir, target, schedule, conditional, p_uncond, diffusion, latent, where)
+        return _setup_folder(what, data_dir, target, recipe, diffusion, latent, where)
     target = target or "digit"
     if dataset == "mnist":
         from .data import load_mnist
@@ -142,8 +185,10 @@ def setup_training(what: str, dataset: str, *, split: str = "train", data_dir: P
     kind = "categorical" if target == "digit" else "continuous"
     y = torch.as_tensor(attrs[target]) if kind == "categorical" else torch.as_tensor(attrs[target], dtype=torch.float32)
     if what == "diffusion":
-        model = DiffusionModel({"schedule": schedule, "num_classes": 10 if conditional else 0})
-        return TrainJob(model, tr.diffusion_loss(model, p_uncond), x, torch.as_tensor(attrs["digit"]), extra)
+        g = graph or CausalGraph.from_dict(MNIST_GRAPH)
+        model, loss = recipe.build(DEFAULT_UNET, g)
+        parents = torch.stack([torch.as_tensor(attrs[p], dtype=torch.float32) for p in g.image.parents], 1)
+        return TrainJob(model, loss, x, parents, extra)
     if what == "predictor":
         if diffusion is None:
             raise DiffSCMError("--diffusion DIR is required: the predictor is trained on that model's noise schedule")
@@ -187,13 +232,13 @@ def setup_training(what: str, dataset: str, *, split: str = "train", data_dir: P
     return TrainJob(model, tr.vae_loss(model), x, torch.as_tensor(attrs["digit"]), extra)
 
 
-def _setup_folder(what, data_dir, target, schedule, conditional, p_uncond, diffusion, latent, where) -> TrainJob:
+def _setup_folder(what, data_dir, target, recipe, diffusion, latent, where) -> TrainJob:
     x, table, info, extra = load_folder_training(data_dir, target, where)
     label = info.get("label")
     c, h, w = x.shape[1:]
     if h != w:
         raise DiffSCMError(f"images must be square, got {h}×{w}")
-    if what in ("diffusion", "vae", "autoencoder") and not (what == "diffusion" and conditional):
+    if what in ("diffusion", "vae", "autoencoder") and not (what == "diffusion" and recipe.conditional):
         y = torch.as_tensor(table[label]) if label else torch.zeros(len(x), dtype=torch.long)
     else:
         if label is None:
@@ -204,9 +249,10 @@ def _setup_folder(what, data_dir, target, schedule, conditional, p_uncond, diffu
         unet = {**DEFAULT_UNET, "sample_size": h, "in_channels": c, "out_channels": c}
         if h != 28:
             unet.update({"block_out_channels": [32, 64, 128], "norm_num_groups": 8})
-        model = DiffusionModel({"unet": unet, "schedule": schedule, "num_classes": k if conditional else 0,
-                                "label": label if conditional else None})
-        return TrainJob(model, tr.diffusion_loss(model, p_uncond), x, y, extra)
+        model = DiffusionModel({"unet": recipe.unet(unet), "schedule": recipe.schedule,
+                                "num_classes": k if recipe.conditional else 0,
+                                "label": label if recipe.conditional else None})
+        return TrainJob(model, tr.diffusion_loss(model, recipe.p_uncond, recipe.min_snr_gamma), x, y, extra)
     if what in ("predictor", "classifier", "oracle"):
         if what == "predictor":
             if diffusion is None:

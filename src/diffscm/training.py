@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +42,22 @@ class TrainConfig:
     save_every: int = 500
     log_every: int = 50
     grad_clip: float = 1.0
+    lr_schedule: str = "constant"   # or "cosine": decay to min_lr_ratio·lr after the warm-up
+    min_lr_ratio: float = 0.05
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of the step after ``step`` completed steps: linear warm-up, then constant or cosine decay."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        if self.lr_schedule == "cosine":
+            frac = min(1.0, (step - self.warmup) / max(self.steps - self.warmup, 1))
+            return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+        return self.lr
+
+
+def auto_ema_decay(steps: int) -> float:
+    """EMA decay matched to the run length: an averaging window of about a tenth of the run, within [0.99, 0.9999]."""
+    return min(0.9999, max(0.99, 1.0 - 10.0 / steps))
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -95,6 +112,8 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
     top = top or Topology()
     if mixed_precision not in ("no", "bf16"):
         raise DiffSCMError(f"mixed precision {mixed_precision!r}: use no or bf16")
+    if cfg.lr_schedule not in ("constant", "cosine"):
+        raise DiffSCMError(f"learning-rate schedule {cfg.lr_schedule!r}: use constant or cosine")
     if cfg.batch_size % top.world:
         raise DiffSCMError(f"batch size {cfg.batch_size} does not split evenly over {top.world} processes")
     model.to(device).train()
@@ -177,7 +196,7 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
         task = bar.add_task(f"train {model.kind}", total=cfg.steps, completed=step, loss=float("nan"))
         while step < cfg.steps:
             idx = torch.randint(n, (cfg.batch_size,), generator=gen)[share.start:share.stop].to(device)
-            lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+            lr = cfg.lr_at(step)
             for g in opt.param_groups:
                 g["lr"] = lr
             with autocast:
@@ -217,8 +236,21 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
     return history[-1] if history else {}
 
 
-def diffusion_loss(model: DiffusionModel, p_uncond: float = 0.0):
-    """ε-prediction MSE on q(x_t | x_0), t ~ U{0..T-1}; labels dropped to ∅ with probability ``p_uncond``."""
+def drop_parents(y: torch.Tensor, p: float, p_all: float, gen: torch.Generator) -> torch.Tensor:
+    """Null-token dropout of (N, P) parent values: each parent independently set to ∅ (NaN) with probability ``p``,
+    and all of a sample's parents at once with probability ``p_all``."""
+    drop = torch.rand(y.shape, device=y.device, generator=gen) < p
+    drop |= (torch.rand(y.shape[0], device=y.device, generator=gen) < p_all)[:, None]
+    return y.float().masked_fill(drop, float("nan"))
+
+
+def diffusion_loss(model: DiffusionModel, p_uncond: float = 0.0, min_snr_gamma: float = 0.0, p_all: float = 0.0):
+    """ε-prediction MSE on q(x_t | x_0), t ~ U{0..T-1}.
+
+    A class-conditional model's label is dropped to ∅ with probability ``p_uncond``; a parent-conditioned model's
+    parents (``y`` of shape (N, P)) each with ``p_uncond``, and all at once with ``p_all``. ``min_snr_gamma`` > 0
+    weights each sample by min(SNR_t, γ)/SNR_t (Hang et al. 2023, for ε-prediction).
+    """
     def loss(x0, y, gen):
         T = model.config["num_train_timesteps"]
         t = torch.randint(T, (x0.shape[0],), device=x0.device, generator=gen)
@@ -226,10 +258,16 @@ def diffusion_loss(model: DiffusionModel, p_uncond: float = 0.0):
         a = model.alphas_cumprod[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
         cond = None
-        if model.num_classes:
+        if model.parent_names:
+            cond = drop_parents(y.view(y.shape[0], -1), p_uncond, p_all, gen)
+        elif model.num_classes:
             drop = torch.rand(x0.shape[0], device=x0.device, generator=gen) < p_uncond
             cond = torch.where(drop, torch.full_like(y, model.null_label), y)
-        return F.mse_loss(model(xt, t, cond), eps)
+        err = (model(xt, t, cond).float() - eps).pow(2).flatten(1).mean(1)
+        if min_snr_gamma > 0:
+            snr = model.alphas_cumprod[t] / (1 - model.alphas_cumprod[t])
+            err = err * snr.clamp(max=min_snr_gamma) / snr
+        return err.mean()
     return loss
 
 

@@ -1,8 +1,12 @@
-"""The image mechanism: an ε-prediction diffusion model (diffusers ``UNet2DModel``), optionally class-conditioned."""
+"""The image mechanism: an ε-prediction diffusion model (diffusers ``UNet2DModel``), optionally conditioned on a
+class label or on every parent of the image (:class:`ParentEmbedding`)."""
 from __future__ import annotations
+
+import math
 
 import torch
 from diffusers import UNet2DModel
+from torch import nn
 
 from ..schedule import make_alphas_cumprod
 from .base import Pretrained
@@ -20,22 +24,75 @@ DEFAULT_UNET = {
 }
 
 
+class ParentEmbedding(nn.Module):
+    """Embedding of the image's parents, added to the UNet's time embedding.
+
+    ``parents`` lists one spec per parent: ``{"name", "kind": "categorical", "num_classes"}`` (a learned row per class
+    plus a null row) or ``{"name", "kind": "continuous", "low", "high"}`` (the value normalised to its support, Fourier
+    features, an MLP; a learned null vector). Values arrive as an (N, P) float tensor in spec order; NaN is the null
+    token ∅ of that parent, so each parent can be dropped on its own. The output layer starts at zero, so a model
+    fine-tuned from an unconditional checkpoint starts as it.
+    """
+
+    def __init__(self, parents: list[dict], dim: int, fourier: int = 6):
+        super().__init__()
+        self.specs = [dict(p) for p in parents]
+        self.embeds = nn.ModuleList()
+        self.nulls = nn.ParameterDict()   # learned ∅ of each continuous parent, by column
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(fourier, dtype=torch.float32), persistent=False)
+        for spec in self.specs:
+            if spec["kind"] == "categorical":
+                self.embeds.append(nn.Embedding(int(spec["num_classes"]) + 1, dim))
+            elif spec["kind"] == "continuous":
+                if spec.get("low") is None or spec.get("high") is None or not spec["high"] > spec["low"]:
+                    raise ValueError(f"continuous parent {spec['name']!r} needs a finite support low < high")
+                self.embeds.append(nn.Sequential(nn.Linear(2 * fourier + 1, dim), nn.SiLU(), nn.Linear(dim, dim)))
+                self.nulls[str(len(self.embeds) - 1)] = nn.Parameter(torch.randn(dim) * 0.02)
+            else:
+                raise ValueError(f"parent {spec.get('name')!r}: kind must be categorical or continuous")
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim))
+        nn.init.zeros_(self.out[1].weight)
+        nn.init.zeros_(self.out[1].bias)
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        h = 0.0
+        for j, (spec, embed) in enumerate(zip(self.specs, self.embeds)):
+            v = values[:, j]
+            null = torch.isnan(v)
+            if spec["kind"] == "categorical":
+                k = int(spec["num_classes"])
+                h = h + embed(torch.where(null, k, v.nan_to_num(0).long().clamp(0, k - 1)))
+            else:
+                z = ((v.float() - spec["low"]) / (spec["high"] - spec["low"])).nan_to_num(0)[:, None]
+                e = embed(torch.cat([z, torch.sin(z * self.freqs), torch.cos(z * self.freqs)], 1))
+                h = h + torch.where(null[:, None], self.nulls[str(j)].to(e.dtype), e)
+        return self.out(h)
+
+
 class DiffusionModel(Pretrained):
     """ε_θ(x_t, t[, y]) with its noise schedule.
 
-    Config keys: ``unet`` (UNet2DModel kwargs), ``schedule`` (linear|cosine), ``num_train_timesteps``,
-    ``num_classes`` (0 = unconditional; else a label embedding of ``num_classes + 1`` rows, the last being ∅).
+    Config keys: ``unet`` (UNet2DModel kwargs), ``schedule`` (linear|cosine), ``num_train_timesteps``, and one of
+    ``num_classes`` (a label embedding of ``num_classes + 1`` rows, the last being ∅) or ``parents`` (a
+    :class:`ParentEmbedding` of every image parent, ∅ per parent); neither = unconditional.
     """
 
     kind = "diffusion"
 
     def __init__(self, config: dict):
-        config = {"unet": dict(DEFAULT_UNET), "schedule": "linear", "num_train_timesteps": 1000, "num_classes": 0, **config}
+        config = {"unet": dict(DEFAULT_UNET), "schedule": "linear", "num_train_timesteps": 1000, "num_classes": 0,
+                  "parents": [], **config}
+        if config["num_classes"] and config["parents"]:
+            raise ValueError("a diffusion model is conditioned on num_classes or on parents, not both")
         super().__init__(config)
         unet_kwargs = dict(config["unet"])
         if config["num_classes"]:
             unet_kwargs["num_class_embeds"] = config["num_classes"] + 1
+        if config["parents"]:
+            unet_kwargs["class_embed_type"] = "identity"
         self.unet = UNet2DModel(**unet_kwargs)
+        if config["parents"]:
+            self.parent_embedding = ParentEmbedding(config["parents"], 4 * unet_kwargs["block_out_channels"][0])
         if config["num_classes"]:
             # Zero label embeddings: a conditional model starts as its unconditional self (e.g. when fine-tuned
             # from an unconditional checkpoint with --init), and learns the labels' effects from there.
@@ -53,6 +110,11 @@ class DiffusionModel(Pretrained):
         return self.num_classes
 
     @property
+    def parent_names(self) -> list[str]:
+        """The parents this model is conditioned on, in the column order of its ``y`` (empty if it is not)."""
+        return [p["name"] for p in self.config["parents"]]
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         u = self.config["unet"]
         size = u["sample_size"]
@@ -60,9 +122,14 @@ class DiffusionModel(Pretrained):
         return (u["in_channels"], *size)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Predict ε. ``t`` is an int tensor (N,) or scalar on the 0..T-1 scale; ``y`` labels (∅ = ``null_label``)."""
+        """Predict ε. ``t`` is an int tensor (N,) or scalar on the 0..T-1 scale; ``y`` labels (∅ = ``null_label``),
+        or for a parent-conditioned model an (N, P) float tensor of parent values (NaN = ∅; ``None`` = all ∅)."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
+        if self.parent_names:
+            if y is None:
+                y = torch.full((x.shape[0], len(self.parent_names)), float("nan"), device=x.device)
+            return self.unet(x, t, class_labels=self.parent_embedding(y)).sample
         if self.num_classes:
             if y is None:
                 y = torch.full((x.shape[0],), self.null_label, device=x.device, dtype=torch.long)
