@@ -21,7 +21,8 @@ import torch
 
 from diffscm.errors import DiffSCMError
 from diffscm.guidance import GuidanceTerm, classifier_guided, guidance_gradient, parent_free
-from diffscm.sampling import bdia_invert, bdia_sample, ddim_invert, ddim_sample, dynamic_normalise, predict_x0
+from diffscm.sampling import (bdia_invert, bdia_sample, ddim_invert, ddim_sample, dynamic_normalise, exact_invert,
+                              exact_sample, predict_x0)
 from diffscm.schedule import ddim_grid, make_alphas_cumprod
 
 torch.set_num_threads(1)
@@ -210,8 +211,43 @@ def test_fixed_point_inversion_evaluates_eps_at_the_upper_node():
 
 
 @pytest.mark.parametrize("dtype,tol", [(F64, 1e-12), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("n,ratio", [(1, 1.0), (2, 1.0), (5, 1.0), (10, 0.6), (100, 1.0), (999, 0.5)])
+@pytest.mark.parametrize("iters", [0, 1, 3])
+def test_exact_inversion_round_trips_to_float_precision(n, ratio, dtype, tol, iters):
+    mix = _mixture((1, 4, 4))
+    src = torch.randint(0, 2, (64,), generator=_gen(20))
+    x = (mix.mus[src] + mix.sigma * torch.randn(64, *SHAPE, generator=_gen(21), dtype=F64)).to(dtype)
+    grid = ddim_grid(n, ratio)
+
+    def eps(z, t):
+        return mix.eps(z.double(), t).to(dtype)
+
+    guided = classifier_guided(eps, [GuidanceTerm(lambda z, t, y: mix.log_posterior(z.double(), t, y).to(dtype),
+                                                  src, 2.0)], A.to(dtype))
+    for fn in (eps, guided):
+        latent = exact_invert(fn, x, A.to(dtype), grid, iters=iters)
+        assert latent.shape == (64, len(grid), *SHAPE)
+        err = (exact_sample(fn, latent, A.to(dtype), grid) - x).abs().max().item()
+        assert err < tol, err
+
+
+def test_exact_residuals_shrink_with_iterations_and_counterfactuals_still_move():
+    mix = _mixture((1, 4, 4))
+    B = 200
+    src = torch.randint(0, 2, (B,), generator=_gen(25))
+    x = mix.mus[src] + mix.sigma * torch.randn(B, *SHAPE, generator=_gen(26), dtype=F64)
+    grid = ddim_grid(10)
+    sizes = [exact_invert(mix.eps, x, A, grid, iters=k)[:, 1:].abs().max().item() for k in (0, 1, 3)]
+    assert sizes[0] > sizes[1] > sizes[2], sizes
+    latent = exact_invert(mix.eps, x, A, grid, iters=3)
+    target = 1 - src
+    guided = classifier_guided(mix.eps, [GuidanceTerm(mix.log_posterior, target, 3.0)], A)
+    assert (mix.closer_to(exact_sample(guided, latent, A, grid)) == target).double().mean() >= 0.95
+
+
+@pytest.mark.parametrize("dtype,tol", [(F64, 1e-12), (torch.float32, 2e-5)])
 @pytest.mark.parametrize("n,ratio", [(2, 1.0), (5, 1.0), (10, 0.6), (100, 1.0), (999, 0.5)])
-def test_exact_inversion_round_trips_to_float_precision(n, ratio, dtype, tol):
+def test_bdia_round_trips_to_float_precision(n, ratio, dtype, tol):
     mix = _mixture((1, 4, 4))
     src = torch.randint(0, 2, (64,), generator=_gen(20))
     x = (mix.mus[src] + mix.sigma * torch.randn(64, *SHAPE, generator=_gen(21), dtype=F64)).to(dtype)
@@ -230,7 +266,7 @@ def test_exact_inversion_round_trips_to_float_precision(n, ratio, dtype, tol):
         assert err < tol, err
 
 
-def test_exact_inversion_with_gamma_below_one_still_inverts():
+def test_bdia_with_gamma_below_one_still_inverts():
     model = Gaussian(0.7, 0.5)
     x = model.sample(50, SHAPE, seed=22)
     grid = ddim_grid(20)
@@ -257,9 +293,9 @@ def test_conditional_abduction_then_null_decoding_and_counterfactual():
     grid = ddim_grid(20)
     factual = parent_free(cond_eps, src.double()[:, None], [1.0])
     cf = parent_free(cond_eps, (1 - src).double()[:, None], [1.0])
-    u_exact = bdia_invert(factual, x, A, grid)
-    torch.testing.assert_close(bdia_sample(factual, u_exact, A, grid), x, rtol=0, atol=1e-12)
-    assert (mix.closer_to(bdia_sample(cf, u_exact, A, grid)) == 1 - src).double().mean() >= 0.95
+    u_exact = exact_invert(factual, x, A, grid)
+    torch.testing.assert_close(exact_sample(factual, u_exact, A, grid), x, rtol=0, atol=1e-12)
+    assert (mix.closer_to(exact_sample(cf, u_exact, A, grid)) == 1 - src).double().mean() >= 0.95
     u_fp = ddim_invert(factual, x, A, grid, iters=8)
     assert (ddim_sample(factual, u_fp, A, grid) - x).abs().max() < 1e-3
     assert (mix.closer_to(ddim_sample(cf, u_fp, A, grid)) == 1 - src).double().mean() >= 0.95

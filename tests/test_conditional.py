@@ -116,17 +116,17 @@ def _observed(scm: SCM, n: int = 6, seed: int = 0):
     return {"image": x, "digit": torch.arange(n) % 10}
 
 
-@pytest.mark.parametrize("steps", [2, 3, 5])
+@pytest.mark.parametrize("steps", [1, 2, 4])
 def test_exact_null_intervention_returns_the_image(tiny_conditional_scm, steps):
-    # (random weights make a rough ε whose latents blow up on long grids, amplifying float32 rounding; the analytic
-    # tests check the round trip at any N, and the shipped model's is measured in docs/RESULTS.md)
+    # (random weights make an ε-function with a huge Lipschitz constant, which amplifies float32 rounding on long
+    # grids; the analytic tests check the round trip at any N, and the shipped model's is measured in RESULTS)
     scm = SCM.from_pretrained(tiny_conditional_scm)
     obs = _observed(scm)
     for w in (1.0, 3.0):   # also with a classifier-free weight: abduction inverts the same ε-function
         opts = scm.options(steps=steps, cfg_weights={"digit": w})
         assert scm.image_mechanism.mechanism(opts) == "conditional"
         noise = abduct(scm, obs, opts)
-        assert noise.image.shape == (6, 2, 1, 28, 28)
+        assert noise.image.shape == (6, steps + 1, 1, 28, 28)
         back = predict(scm, noise, act(scm, obs, noise, {}), opts)
         assert (back - obs["image"]).abs().max() < 1e-3   # float32 rounding, far below one grey level (2/255)
         other = predict(scm, noise, act(scm, obs, noise, {"digit": (obs["digit"] + 1) % 10}), opts)
@@ -246,7 +246,7 @@ def test_cli_do_file_bad_cells(monkeypatch, capsys, tiny_conditional_scm, idx_di
     (["--null", "--inversion", "newton"], ["inversion", "newton"]),
     (["--null", "--mechanism", "magic"], ["mechanism", "magic"]),
     (["--null", "--w", "colour=2"], ["colour", "not a parent"]),
-    (["--null", "--inversion", "exact", "--steps", "1"], ["2 steps"]),
+    (["--null", "--inversion", "bdia", "--steps", "1"], ["2 steps"]),
 ])
 def test_cli_bad_new_options(monkeypatch, capsys, tiny_conditional_scm, idx_dir, tmp_path, extra, keywords):
     out = tmp_path / "out"

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from diffscm.metrics import (bootstrap_ci, cld, cld_per_image, effectiveness_hits, frechet_distance, gaussian_kl,
+                             kernel_distance,
                              l1_255, pairwise_kl, ssim_per_image)
 
 
@@ -106,3 +107,29 @@ def test_bootstrap_reproducible_and_covers_mean():
     assert const == (2.0, 2.0)
     with pytest.raises(ValueError):
         bootstrap_ci(np.array([]))
+
+
+def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Hand-written unbiased MMD² with the cubic polynomial kernel k(a, b) = (a·b/d + 1)³."""
+    d = x.shape[1]
+    k = lambda a, b: (a @ b.T / d + 1) ** 3  # noqa: E731
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    m = len(x)
+    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+                 - 2 * kxy.mean())
+
+
+def test_kernel_distance_matches_hand_computed_mmd():
+    rng = np.random.default_rng(3)
+    real, fake = rng.normal(size=(60, 5)), rng.normal(0.5, 1.2, size=(60, 5))
+    # one subset of every row: the estimator is the full-sample unbiased MMD², whatever the permutation
+    mean, std = kernel_distance(real, fake, subsets=1, subset_size=60)
+    assert mean == pytest.approx(_mmd2_unbiased(real, fake), rel=1e-9)
+    assert std == 0.0
+    # subsets: reproducible from the seed, near zero for two samples of one distribution, ordered by shift
+    a = kernel_distance(real, fake, subsets=20, subset_size=30, seed=1)
+    assert a == kernel_distance(real, fake, subsets=20, subset_size=30, seed=1) and a[1] > 0
+    same = kernel_distance(real, rng.normal(size=(60, 5)), subsets=20, subset_size=30)[0]
+    assert abs(same) < a[0] < kernel_distance(real, fake + 1.0, subsets=20, subset_size=30)[0]
+    with pytest.raises(ValueError):
+        kernel_distance(real, fake[:, :3])

@@ -190,7 +190,7 @@ def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor, orac
           p_all: float = typer.Option(0.0, "--cond-dropout-all", min=0.0, max=1.0, help="Diffusion: probability of dropping all parents at once (the unconditional model)."),
           min_snr_gamma: float = typer.Option(0.0, "--min-snr-gamma", min=0.0, help="Diffusion: min-SNR-γ loss weighting (5 is the usual choice; 0 = plain MSE)."),
           dropout: float = typer.Option(0.0, min=0.0, max=0.9, help="Diffusion: dropout in the UNet's residual blocks."),
-          channels: Optional[str] = typer.Option(None, help="Diffusion: UNet block widths, e.g. 32,64,64 (default: the built-in architecture)."),
+          channels: Optional[str] = typer.Option(None, help="Diffusion: UNet block widths, e.g. 32,64,64; predictor: its block widths (default: the built-in architectures)."),
           lr_schedule: str = typer.Option("constant", help="Learning rate after the warm-up: constant or cosine (decays to 5%)."),
           warmup: int = typer.Option(200, min=0, help="Linear warm-up steps."),
           diffusion: Optional[Path] = typer.Option(None, help="Predictor: the diffusion checkpoint whose schedule it learns."),
@@ -355,6 +355,32 @@ def demo(out: Path = typer.Option(Path("outputs/demo"), help="Output folder."),
         typer.echo(f"  {k}: {v}")
 
 
+def _mechanism_defaults(items: list[str], guided: list[str]) -> dict[str, dict]:
+    """``paper:steps=20`` items -> ``{"paper": {"steps": 20}}`` (``scale`` applies to every predictor)."""
+    from .mechanisms import InferenceOptions
+
+    out: dict[str, dict] = {}
+    for item in items:
+        mech, sep, rest = item.partition(":")
+        key, eq, value = rest.partition("=")
+        if not sep or not eq or mech not in ("paper", "conditional"):
+            raise DiffSCMError(f"bad --mechanism-default {item!r}: use paper:KEY=VALUE or conditional:KEY=VALUE")
+        field_names = set(InferenceOptions.__dataclass_fields__) - {"mechanism", "scales", "cfg_weights"}
+        if key not in field_names | {"scale"}:
+            raise DiffSCMError(f"--mechanism-default {item!r}: unknown option {key!r}")
+        try:
+            v = json.loads(value) if value not in ("ddim", "fixed-point", "exact", "factual", "null") else value
+        except json.JSONDecodeError:
+            raise DiffSCMError(f"--mechanism-default {item!r}: {value!r} is not a value") from None
+        if key == "scale":
+            out.setdefault(mech, {})["scales"] = {n: float(v) for n in guided}
+        else:
+            out.setdefault(mech, {})[key] = v
+    for mech, d in out.items():
+        InferenceOptions(**{**d, "mechanism": mech})   # one-line error for an out-of-range value
+    return out
+
+
 def _named_paths(items: list[str], flag: str, default_name: str | None) -> dict[str, Path]:
     out = {}
     for item in items:
@@ -385,6 +411,10 @@ def pack(out: Path = typer.Option(..., help="SCM folder to write."),
          classifier: Optional[Path] = typer.Option(None, help="Baseline: classifier of the prototype method."),
          steps: int = typer.Option(50), ratio: float = typer.Option(1.0),
          clip: bool = typer.Option(True, "--clip/--no-clip"), dynamic_norm: bool = typer.Option(False, "--dynamic-norm/--no-dynamic-norm"),
+         inversion: str = typer.Option("ddim", help="Default abduction: ddim, fixed-point or exact."),
+         inversion_iters: int = typer.Option(3, min=0, max=100, help="Default fixed-point iterations per step."),
+         w: list[str] = typer.Option([], "--w", help="Default classifier-free weight of the conditional mechanism: W or NAME=W."),
+         mechanism_default: list[str] = typer.Option([], "--mechanism-default", help="A default of one mechanism only, MECH:KEY=VALUE (e.g. paper:steps=20, paper:scale=4); repeatable."),
          overwrite: bool = typer.Option(False)):
     """Assemble trained checkpoints into an SCM folder (weights + configs only, no trainer state)."""
     from .graph import MNIST_GRAPH, CausalGraph
@@ -395,12 +425,21 @@ def pack(out: Path = typer.Option(..., help="SCM folder to write."),
     from .cli_counterfactual import scale_items
 
     scales = scale_items(scale, list(predictors), {})
-    defaults = {"steps": steps, "ratio": ratio, "scales": scales, "clip": clip, "dynamic_norm": dynamic_norm}
+    defaults = {"steps": steps, "ratio": ratio, "scales": scales, "clip": clip, "dynamic_norm": dynamic_norm,
+                "inversion": inversion, "inversion_iters": inversion_iters}
     if cfg_scale:
         defaults["cfg_scale"] = cfg_scale
+    if w:
+        from .models.io import load_config
+
+        names = [p["name"] for p in load_config(diffusion).get("parents") or []]
+        if not names:
+            raise DiffSCMError("--w needs a parent-conditioned diffusion model (trained with --conditional)")
+        defaults["cfg_weights"] = scale_items(w, names, {})
+    per_mech = _mechanism_defaults(mechanism_default, list(predictors))
     pack_scm(out, spec, diffusion, predictors, defaults,
              oracles=_named_paths(oracle, "--oracle", "digit"), flows=_named_paths(flow, "--flow", None),
-             overwrite=overwrite,
+             overwrite=overwrite, mechanism_defaults=per_mech,
              evaluation={k: v for k, v in {"vae": vae, "cvae": cvae, "autoencoder": autoencoder,
                                            "classifier": classifier,
                                            "healthy-diffusion": healthy_diffusion}.items() if v is not None})
@@ -426,12 +465,16 @@ def evaluate(
     ratio: Optional[float] = typer.Option(None, help="diffscm: sampling progression ratio L."),
     scale: Optional[float] = typer.Option(None, help="diffscm: guidance scale s."),
     dynamic_norm: Optional[bool] = typer.Option(None, "--dynamic-norm/--no-dynamic-norm", help="diffscm: dynamic normalisation."),
+    mechanism: Optional[str] = typer.Option(None, help="diffscm: image mechanism, paper or conditional."),
+    inversion: Optional[str] = typer.Option(None, help="diffscm: abduction, ddim, fixed-point or exact."),
+    inversion_iters: Optional[int] = typer.Option(None, min=0, max=100, help="diffscm: fixed-point iterations per step."),
+    w: Optional[float] = typer.Option(None, "--w", help="diffscm: classifier-free weight of every parent (conditional mechanism; 1 = none)."),
     batch_size: Optional[int] = typer.Option(None, min=1),
     cache: Optional[Path] = typer.Option(None, help="Folder of resumable generation chunks (default: the diffscm cache)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write generation chunks."),
     n_boot: int = typer.Option(1000, min=10, help="Bootstrap resamples."),
     proto_iterations: int = typer.Option(300, min=1, help="prototype: FISTA iterations per round of the c search."),
-    fid_reference: int = typer.Option(10000, min=2, help="Training images whose oracle features are FID's real set."),
+    fid_reference: int = typer.Option(10000, min=2, help="Held-out valid images whose oracle features are KID/FID's real set."),
     data_dir: Optional[Path] = typer.Option(None, help="IDX folder instead of the package index."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty --report / an existing --json."),
     device: str = typer.Option("auto"), quiet: bool = typer.Option(False, help="No progress bar."),
@@ -467,7 +510,8 @@ def evaluate(
         raise DiffSCMError(f"--seeds {seeds!r}: seeds must be in 0..2^31-1")
     scm, overrides = _prepare_evaluation(split, json_out, report, overwrite, model, device,
                                          {"steps": steps, "ratio": ratio, "scale": scale, "dynamic_norm": dynamic_norm,
-                                          "batch_size": batch_size, "cfg_scale": cfg_scale})
+                                          "batch_size": batch_size, "cfg_scale": cfg_scale, "mechanism": mechanism,
+                                          "inversion": inversion, "inversion_iters": inversion_iters}, w)
     scm.image_mechanism.grid(scm.options(**overrides))
     results, _, _ = run_evaluate(scm, method, overrides, n, seed_list, split, comp_n, json_out, report,
                            None if no_cache else (cache or default_cache()), data_dir, progress=not quiet, n_boot=n_boot,
@@ -517,7 +561,7 @@ def localize(
 
 @app.command()
 def sweep(
-    param: str = typer.Option("scale", help="Parameter to sweep: scale, steps or ratio."),
+    param: str = typer.Option("scale", help="Parameter to sweep: scale, steps, ratio, w or inversion_iters."),
     values: str = typer.Option("0,0.5,1,2,4,8", help="Comma-separated values."),
     model: str = typer.Option("mnist"), n: int = typer.Option(200, min=2), seed: int = typer.Option(0, min=0, max=2**31 - 1),
     split: str = typer.Option("valid", help="valid (choose settings here) or test."),
@@ -525,40 +569,66 @@ def sweep(
     ratio: Optional[float] = typer.Option(None, help="Ratio L (unless swept)."),
     scale: Optional[float] = typer.Option(None, help="Guidance scale s (unless swept)."),
     dynamic_norm: Optional[bool] = typer.Option(None, "--dynamic-norm/--no-dynamic-norm"),
+    mechanism: Optional[str] = typer.Option(None, help="diffscm: image mechanism, paper or conditional."),
+    inversion: Optional[str] = typer.Option(None, help="diffscm: abduction, ddim, fixed-point or exact."),
+    inversion_iters: Optional[int] = typer.Option(None, min=0, max=100, help="diffscm: fixed-point iterations per step."),
+    w: Optional[float] = typer.Option(None, "--w", help="diffscm: classifier-free weight of every parent (conditional mechanism; 1 = none)."),
+    judge: str = typer.Option("selection", help="Who scores: selection (a classifier apart from the evaluation oracle) or oracle."),
     batch_size: Optional[int] = typer.Option(None, min=1),
     json_out: Optional[Path] = typer.Option(None, "--json"), report: Optional[Path] = typer.Option(None),
     cache: Optional[Path] = typer.Option(None), no_cache: bool = typer.Option(False, "--no-cache"),
     n_boot: int = typer.Option(1000, min=10), data_dir: Optional[Path] = typer.Option(None),
-    fid_reference: int = typer.Option(10000, min=2, help="Training images whose oracle features are FID's real set."),
+    fid_reference: int = typer.Option(10000, min=2, help="Held-out valid images whose features are KID/FID's real set."),
     overwrite: bool = typer.Option(False), device: str = typer.Option("auto"), quiet: bool = typer.Option(False),
 ):
-    """CLD and effectiveness of Diff-SCM counterfactuals against one inference parameter, with plots and a grid."""
-    from .cli_evaluate import default_cache, parse_list, run_sweep
+    """CLD, effectiveness and realism of Diff-SCM counterfactuals against one inference parameter, with plots and a
+    grid; judged by a selection classifier that is not the evaluation oracle (``--judge``)."""
+    from .cli_evaluate import JUDGES, SWEEP_PARAMS, default_cache, parse_list, run_sweep
 
     vals = parse_list(values, "--values", float)
-    if param not in ("scale", "steps", "ratio"):
-        raise DiffSCMError(f"--param {param!r}: choose scale, steps or ratio")
-    if param == "steps" and any(v != int(v) or v < 1 for v in vals):
-        raise DiffSCMError(f"--values {values!r}: steps must be positive integers")
+    if param not in SWEEP_PARAMS:
+        raise DiffSCMError(f"--param {param!r}: choose {', '.join(SWEEP_PARAMS)}")
+    if judge not in JUDGES:
+        raise DiffSCMError(f"--judge {judge!r}: use {' or '.join(JUDGES)}")
+    integer = param in ("steps", "inversion_iters")
+    if integer and any(v != int(v) or v < (param == "steps") for v in vals):
+        raise DiffSCMError(f"--values {values!r}: {param} must be {'positive' if param == 'steps' else 'non-negative'} integers")
     scm, overrides = _prepare_evaluation(split, json_out, report, overwrite, model, device,
                                          {"steps": steps, "ratio": ratio, "scale": scale, "dynamic_norm": dynamic_norm,
-                                          "batch_size": batch_size})
+                                          "batch_size": batch_size, "mechanism": mechanism, "inversion": inversion,
+                                          "inversion_iters": inversion_iters}, w)
     for v in vals:  # validate every value before any work
-        scm.image_mechanism.grid(scm.options(**{**overrides, param: int(v) if param == "steps" else v}))
+        if param == "w":
+            _weights(scm, v)
+        else:
+            opts = scm.options(**{**overrides, param: int(v) if integer else v})
+            scm.image_mechanism.grid(opts)
+            scm.image_mechanism.mechanism(opts)
     results = run_sweep(scm, param, vals, overrides, n, seed, split, json_out, report,
                         None if no_cache else (cache or default_cache()), data_dir, progress=not quiet, n_boot=n_boot,
-                        fid_reference=fid_reference)
+                        fid_reference=fid_reference, judge=judge)
     for r in results:
         typer.echo(json.dumps({param: r["value"], **{k: round(v["mean"], 4) for k, v in r["metrics"].items()}}))
 
 
+def _weights(scm, w: float) -> dict[str, float]:
+    names = scm.image_mechanism.diffusion.parent_names
+    if not names:
+        raise DiffSCMError("--w needs a parent-conditioned diffusion model (the conditional mechanism)")
+    return {n: float(w) for n in names}
+
+
 def _prepare_evaluation(split: str, json_out: Optional[Path], report: Optional[Path], overwrite: bool, model: str,
-                        device: str, overrides: dict):
+                        device: str, overrides: dict, w: Optional[float] = None):
     """Shared checks of evaluate/sweep (split, outputs) before loading the model."""
     if split not in ("test", "valid"):
-        raise DiffSCMError(f"--split {split!r}: choose test or valid (train images are the FID reference)")
+        raise DiffSCMError(f"--split {split!r}: choose test or valid")
     _check_outputs(json_out, report, overwrite)
-    return _load_scm(model, device), overrides
+    scm = _load_scm(model, device)
+    if w is not None:
+        overrides = {**overrides, "cfg_weights": _weights(scm, w)}
+    scm.image_mechanism.mechanism(scm.options(**overrides))   # a bad mechanism/inversion is an error before any work
+    return scm, overrides
 
 
 def _check_outputs(json_out: Optional[Path], report: Optional[Path], overwrite: bool) -> None:

@@ -13,14 +13,16 @@ from .data.mnist import cache_dir
 from .distributed import topology
 from .errors import DiffSCMError
 from .harness import METRIC_KEYS, DiffSCMMethod, EvalProtocol, Scorer, generate, oracle_features, score
-from .metrics import frechet_distance
+from .metrics import frechet_distance, kernel_distance
 from .models import VAE, Classifier
 from .report import md_table, write_text_atomic
 from .scm import SCM
 
-METHODS = ("diffscm", "diffscm-reference", "cvae", "prototype")
-# The reference implementation's setting: 75 + 75 steps of a 100-step grid, L = 0.75, s = 1, dynamic normalisation.
-REFERENCE_OPTIONS = {"steps": 100, "ratio": 0.75, "scale": 1.0, "dynamic_norm": True, "clip": False}
+METHODS = ("diffscm", "diffscm-paper", "diffscm-reference", "cvae", "prototype")
+# The reference implementation's setting: the paper's mechanism, 75 + 75 steps of a 100-step grid, L = 0.75, s = 1,
+# dynamic normalisation, explicit DDIM inversion of the unconditional ε.
+REFERENCE_OPTIONS = {"mechanism": "paper", "steps": 100, "ratio": 0.75, "scale": 1.0, "dynamic_norm": True,
+                     "clip": False, "inversion": "ddim", "abduction": "null"}
 EVAL_MODELS = ("vae", "cvae", "autoencoder", "classifier")
 
 
@@ -52,6 +54,9 @@ def make_method(name: str, scm: SCM, overrides: dict, paths: dict[str, Path], tr
     """A harness method by name; ``diffscm`` uses the model defaults with ``overrides``."""
     if name == "diffscm":
         return DiffSCMMethod(scm, scm.options(**overrides), "diffscm")
+    if name == "diffscm-paper":   # the paper's mechanism with its own shipped defaults
+        return DiffSCMMethod(scm, scm.options(mechanism="paper", batch_size=overrides.get("batch_size")),
+                             "diffscm-paper")
     if name == "diffscm-reference":
         return DiffSCMMethod(scm, scm.options(**{**REFERENCE_OPTIONS, "batch_size": overrides.get("batch_size")}),
                              "diffscm-reference")
@@ -65,11 +70,25 @@ def make_method(name: str, scm: SCM, overrides: dict, paths: dict[str, Path], tr
     raise DiffSCMError(f"unknown method {name!r} (choose from {', '.join(METHODS)})")
 
 
-FID_REFERENCE = 10000  # training images whose oracle features define the real distribution of the FID
+FID_REFERENCE = 10000  # held-out valid images whose judge features define the real distribution of KID/FID
+JUDGES = ("oracle", "selection")
 
 
-def _prepare(scm: SCM, split: str, n: int, data_dir: Path | None, n_boot: int, fid_reference: int):
-    """Load the split and the training images once, check n, build the scorer (CLD pool = the split)."""
+def real_reference(split: str, n: int, data_dir: Path | None, limit: int) -> np.ndarray:
+    """Held-out real images for KID/FID: the ``valid`` split (never trained on), minus the evaluated images when
+    the evaluation itself runs on ``valid``."""
+    x_val, _ = load_mnist("valid", data_dir)
+    return (x_val[n:] if split == "valid" else x_val)[:limit]
+
+
+def _prepare(scm: SCM, split: str, n: int, data_dir: Path | None, n_boot: int, fid_reference: int,
+             judge: str = "oracle"):
+    """Load the split and the training images once, check n, build the scorer (CLD pool = the split).
+
+    ``judge``: ``oracle`` (the evaluation oracle) or ``selection`` (a separately trained classifier, so that settings
+    chosen on validation data are not chosen by the model that scores the final table)."""
+    if judge not in JUDGES:
+        raise DiffSCMError(f"--judge {judge!r}: use {' or '.join(JUDGES)}")
     if scm.oracle is None:
         raise DiffSCMError(f"model {scm.path} has no oracle: effectiveness cannot be measured")
     x_all, y_all = load_mnist(split, data_dir)
@@ -78,8 +97,9 @@ def _prepare(scm: SCM, split: str, n: int, data_dir: Path | None, n_boot: int, f
     paths = eval_model_paths(scm)
     train = load_mnist("train", data_dir)
     vae = VAE.from_pretrained(paths["vae"], scm.device)
-    scorer = Scorer.build(scm.oracle, vae, x_all, y_all, train[0][:fid_reference], ref_offset=np.arange(n),
-                          n_boot=n_boot)
+    model = scm.oracle if judge == "oracle" else Classifier.from_pretrained(paths["classifier"], scm.device)
+    scorer = Scorer.build(model, vae, x_all, y_all, real_reference(split, n, data_dir, fid_reference),
+                          ref_offset=np.arange(n), n_boot=n_boot)
     return x_all, y_all, paths, train, scorer
 
 
@@ -88,15 +108,20 @@ def _write_json_atomic(path: Path, obj) -> None:
 
 
 def fmt(m: dict | None, digits: int = 3) -> str:
+    """``mean [low, high]``; KID as ``mean ± subset std [per-seed range]`` (×10³)."""
     if not m:
         return "—"
+    if "std" in m:
+        k = 1e3
+        return f"{m['mean'] * k:.2f} ± {m['std'] * k:.2f} [{m['ci_low'] * k:.2f}, {m['ci_high'] * k:.2f}]"
     return f"{m['mean']:.{digits}f} [{m['ci_low']:.{digits}f}, {m['ci_high']:.{digits}f}]"
 
 
 TABLE_COLUMNS = [("effectiveness", "effectiveness ↑", 3), ("composition_l1_1", "composition L1 m=1 ↓", 2),
                  ("composition_l1_10", "composition L1 m=10 ↓", 2), ("reversibility_l1", "reversibility L1 ↓", 2),
                  ("cld", "CLD (0.8/0.2) ↓", 3), ("cld_equal_weights", "CLD (0.5/0.5) ↓", 3),
-                 ("fid_oracle", "FID (oracle features) ↓", 2), ("images_per_s", "images/s ↑", 2)]
+                 ("kid_oracle", "KID ×10³ (oracle features) ↓", 2), ("fid_oracle", "FID (oracle features) ↓", 2),
+                 ("images_per_s", "images/s ↑", 2)]
 
 
 def results_table(results: list[dict]) -> str:
@@ -111,9 +136,18 @@ def results_table(results: list[dict]) -> str:
 
 def describe(settings: dict) -> str:
     if settings.get("method") == "diffscm":
-        s = ", ".join(f"{k}={v:g}" for k, v in settings["scales"].items()) or "no guidance"
+        s = ", ".join(f"{k}={v:g}" for k, v in settings["scales"].items() if v) or "no guidance"
+        if settings.get("mechanism") == "conditional":
+            s = "conditional, " + (", ".join(f"w={v:g}" for v in settings.get("cfg_weights", {}).values()) or "w=1") \
+                + ("" if s == "no guidance" else f", {s}")
+        elif settings.get("mechanism") == "paper":
+            s = f"paper, {s}"
         extra = " + dyn. norm" if settings["dynamic_norm"] else ""
-        return f"{settings['used_steps']}+{settings['used_steps']} of N={settings['steps']}, L={settings['ratio']:g}, {s}{extra}"
+        inv = settings.get("inversion", "ddim")
+        if inv == "fixed-point":
+            inv = f"fixed-point K={settings['inversion_iters']}"
+        return (f"{settings['used_steps']}+{settings['used_steps']} of N={settings['steps']}, L={settings['ratio']:g}, "
+                f"{s}{extra}, {inv} inversion")
     if settings.get("method") == "prototype":
         return f"c={settings['c']:g}, β={settings['beta']:g}, γ={settings['gamma']:g}, θ={settings['theta']:g}, {settings['iterations']} FISTA steps"
     return settings.get("abduction", "")
@@ -140,8 +174,7 @@ def run_evaluate(scm: SCM, methods: list[str], overrides: dict, n: int, seeds: l
         results.append(res)
     if not top.is_main:
         return [], {}, {}
-    real = {"method": "real test images", "n": n,
-            "fid_oracle_real": _real_fid(scorer, x_all[:n])}
+    real = {"method": f"real {split} images", "n": n, **_real_realism(scorer, x_all[:n])}
     write_outputs(results, generated, real, json_out, report)
     return results, generated, real
 
@@ -158,8 +191,12 @@ def write_outputs(results: list[dict], generated: dict, real: dict, json_out: Pa
         write_evaluation_report(report, results, generated, real)
 
 
-def _real_fid(scorer: Scorer, x_u8: np.ndarray) -> float:
-    return frechet_distance(scorer.real_features, oracle_features(scorer.oracle, x_u8))
+def _real_realism(scorer: Scorer, x_u8: np.ndarray) -> dict:
+    """KID and FID of real images of the same size: the floor a method can reach."""
+    f = oracle_features(scorer.oracle, x_u8)
+    kid, kid_std = kernel_distance(scorer.real_features, f)
+    return {"fid_oracle_real": frechet_distance(scorer.real_features, f), "kid_oracle_real": kid,
+            "kid_oracle_real_std": kid_std}
 
 
 def _flat(res: dict) -> dict:
@@ -174,20 +211,28 @@ def default_cache() -> Path:
     return cache_dir() / "evaluate"
 
 
+SWEEP_PARAMS = ("scale", "steps", "ratio", "w", "inversion_iters")
+
+
 def run_sweep(scm: SCM, param: str, values: list[float], overrides: dict, n: int, seed: int, split: str,
               json_out: Path | None, report: Path | None, cache: Path | None, data_dir: Path | None,
-              progress: bool = True, n_boot: int = 1000, fid_reference: int = FID_REFERENCE) -> list[dict]:
-    """Diff-SCM counterfactuals of the first ``n`` images of ``split`` for each value of ``param``; CLD, effectiveness."""
-    if param not in ("scale", "steps", "ratio"):
-        raise DiffSCMError(f"--param {param!r}: choose scale, steps or ratio")
-    x_all, y_all, _, _, scorer = _prepare(scm, split, n, data_dir, n_boot, fid_reference)
+              progress: bool = True, n_boot: int = 1000, fid_reference: int = FID_REFERENCE,
+              judge: str = "selection") -> list[dict]:
+    """Diff-SCM counterfactuals of the first ``n`` images of ``split`` for each value of ``param``; CLD, effectiveness,
+    realism, judged by the selection classifier unless ``judge="oracle"``."""
+    if param not in SWEEP_PARAMS:
+        raise DiffSCMError(f"--param {param!r}: choose {', '.join(SWEEP_PARAMS)}")
+    x_all, y_all, _, _, scorer = _prepare(scm, split, n, data_dir, n_boot, fid_reference, judge)
     proto = EvalProtocol(n=n, split=split, seeds=(seed,), comp_m=(1,), comp_n=0, phases=("counterfactual",))
     memo: dict = {}
     results, generated = [], []
     top = topology()
     for v in values:
-        cast = int(v) if param == "steps" else float(v)
-        opts = scm.options(**{**overrides, param: cast})
+        cast = int(v) if param in ("steps", "inversion_iters") else float(v)
+        if param == "w":
+            opts = scm.options(**{**overrides, "cfg_weights": {n: cast for n in scm.image_mechanism.diffusion.parent_names}})
+        else:
+            opts = scm.options(**{**overrides, param: cast})
         method = DiffSCMMethod(scm, opts, "diffscm", abduction_memo=memo)
         gen = generate(method, x_all[:n], y_all[:n], proto, cache=cache, progress=progress, top=top)
         if not top.is_main:
@@ -196,7 +241,7 @@ def run_sweep(scm: SCM, param: str, values: list[float], overrides: dict, n: int
         metrics = score(gen, scorer)
         metrics.pop("images_per_s", None)  # abduction is shared across values, so per-value timing would mislead
         results.append({"param": param, "value": cast, "settings": method.settings(), "n": n, "split": split,
-                        "seed": seed, "metrics": metrics})
+                        "seed": seed, "judge": judge, "metrics": metrics})
     if not top.is_main:
         return []
     if json_out is not None:

@@ -20,7 +20,7 @@ GRID_N = 12
 def plot_methods(results: list[dict], path: Path) -> None:
     """Bar charts of the main metrics per method with their 95% CIs."""
     keys = [("effectiveness", "effectiveness ↑"), ("cld", "CLD (0.8/0.2) ↓"), ("reversibility_l1", "reversibility L1 ↓"),
-            ("composition_l1_10", "composition L1, m=10 ↓"), ("fid_oracle", "FID (oracle) ↓")]
+            ("composition_l1_10", "composition L1, m=10 ↓"), ("kid_oracle", "KID (oracle) ↓")]
     keys = [(k, t) for k, t in keys if any(k in r["metrics"] for r in results)]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.1 * len(keys), 3.2))
     axes = np.atleast_1d(axes)
@@ -47,10 +47,12 @@ def write_evaluation_report(out: Path, results: list[dict], generated: dict, rea
         lines = ["# Counterfactual evaluation", "",
                  f"The first n images of the `{results[0]['protocol']['split']}` split (n per row; composition m=10 on "
                  f"the first images as listed), seeds {results[0]['protocol']['seeds']}; mean [bootstrap 95% CI over "
-                 "images]. L1 on the 0–255 scale.", "",
+                 "images]; KID ×10³ as mean ± subset std [range over seeds], FID with its range over seeds. L1 on the "
+                 "0–255 scale. The real set of KID/FID is held-out `valid` images.", "",
                  results_table(results), "",
-                 f"FID (oracle features) of {real['n']} real test images against the training images: "
-                 f"{real['fid_oracle_real']:.2f} (the floor for this sample size).", "",
+                 f"The same measures for {real['n']} real {results[0]['protocol']['split']} images (the floor for this "
+                 f"sample size): KID ×10³ {real['kid_oracle_real'] * 1e3:.2f} ± {real['kid_oracle_real_std'] * 1e3:.2f}, "
+                 f"FID {real['fid_oracle_real']:.2f}.", "",
                  "![metrics](metrics.png)", ""]
         for r in results:
             gen = generated[r["method"]]
@@ -110,13 +112,13 @@ def write_sweep_report(out: Path, param: str, results: list[dict], generated: li
             rows.append((f"{param}={r['value']:g}", gen.cf[s][:GRID_N]))
         labels = [f"{int(d)}>{int(t)}" for d, t in zip(first.digits[:GRID_N], first.targets[s][:GRID_N])]
         save_grid(rows, tmp / f"grid_{param}.png", col_labels=labels)
-        table = md_table([param, "effectiveness ↑", "CLD (0.8/0.2) ↓", "CLD (0.5/0.5) ↓", "FID (oracle) ↓", "L1 change"],
+        table = md_table([param, "effectiveness ↑", "CLD (0.8/0.2) ↓", "CLD (0.5/0.5) ↓", "KID ↓", "FID ↓", "L1 change"],
                          [[f"{r['value']:g}"] + [_fmt(r["metrics"][k]) for k in
-                                                 ("effectiveness", "cld", "cld_equal_weights", "fid_oracle", "cf_l1_change")]
+                                                 ("effectiveness", "cld", "cld_equal_weights", "kid_oracle", "fid_oracle", "cf_l1_change")]
                           for r in results])
         r0 = results[0]
-        text = [f"# Sweep of {param}", "", f"{r0['n']} images of the `{r0['split']}` split, seed {r0['seed']}; "
-                f"mean [bootstrap 95% CI].", "", table, "", f"![sweep](sweep_{param}.png)", "",
+        text = [f"# Sweep of {param}", "", f"{r0['n']} images of the `{r0['split']}` split, seed {r0['seed']}, judged "
+                f"by the {r0.get('judge', 'oracle')} classifier; mean [bootstrap 95% CI; KID: ± subset std].", "", table, "", f"![sweep](sweep_{param}.png)", "",
                 f"![grid](grid_{param}.png)", ""]
         (tmp / "index.md").write_text("\n".join(text))
 
@@ -128,4 +130,6 @@ def _err(m: list[dict]) -> np.ndarray:
 
 
 def _fmt(m: dict) -> str:
-    return f"{m['mean']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+    from .cli_evaluate import fmt
+
+    return fmt(m, 3)

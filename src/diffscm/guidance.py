@@ -50,7 +50,8 @@ def classifier_guided(eps_fn: EpsFn, terms: list[GuidanceTerm], alphas_cumprod: 
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if not ready:  # move scales and √(1−ᾱ) to x's device once, not at every step; as ordinary tensors, since
             with torch.inference_mode(False):  # the scales take part in the autograd of the guidance gradient
-                ready["terms"] = [GuidanceTerm(tm.log_prob, tm.target.to(x.device),
+                # clone: a target made under inference mode (e.g. an inferred label) cannot enter autograd as it is
+                ready["terms"] = [GuidanceTerm(tm.log_prob, tm.target.to(x.device).clone(),
                                                torch.as_tensor(tm.scale, device=x.device, dtype=x.dtype)) for tm in active]
                 ready["sqrt_1ma"] = (1 - alphas_cumprod.to(x.device, x.dtype)).sqrt()
         eps = eps_fn(x, t)

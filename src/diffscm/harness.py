@@ -6,8 +6,9 @@ For n factual images (the first n of a split) the harness produces, in chunks ca
 * ``comp[m]`` — the null intervention (predict with the factual parents) applied m times, x⁽ᵐ⁾;
 * per seed: ``cf`` = do(digit = random target ≠ factual) and ``rev`` = do(digit = factual) applied to ``cf``.
 
-Scoring (:func:`score`) turns them into effectiveness, composition L1/SSIM, reversibility L1, CLD, FID on oracle
-features and images/s, each with a bootstrap 95% CI over images and per-seed values.
+Scoring (:func:`score`) turns them into effectiveness, composition L1/SSIM, reversibility L1, CLD (each with a
+bootstrap 95% CI over images and per-seed values), KID and FID on the judge's features against held-out real images
+(with the KID subset std and per-seed ranges) and images/s.
 """
 from __future__ import annotations
 
@@ -27,11 +28,11 @@ from .distributed import Topology, barrier, block
 from .errors import DiffSCMError
 from .evaluation import classify, random_targets
 from .mechanisms import InferenceOptions
-from .metrics import bootstrap_ci, cld, effectiveness_hits, frechet_distance, l1_255, ssim_per_image
+from .metrics import bootstrap_ci, cld, effectiveness_hits, frechet_distance, kernel_distance, l1_255, ssim_per_image
 from .models import VAE, Oracle
 from .scm import SCM, Exogenous, abduct, batch_generator, predict
 
-METRIC_KEYS = ("effectiveness", "composition_l1_1", "composition_l1_10", "reversibility_l1", "cld", "fid_oracle",
+METRIC_KEYS = ("effectiveness", "composition_l1_1", "composition_l1_10", "reversibility_l1", "cld", "kid_oracle", "fid_oracle",
                "images_per_s")
 
 
@@ -57,7 +58,10 @@ class DiffSCMMethod:
         grid = self.scm.image_mechanism.grid(o)
         return {"method": "diffscm", "steps": o.steps, "ratio": o.ratio, "used_steps": len(grid) - 1,
                 "t_max": int(grid[-1]), "scales": o.scales, "eta": o.eta, "clip": o.clip,
-                "dynamic_norm": o.dynamic_norm, "model": self.scm.path.name if self.scm.path else None}
+                "dynamic_norm": o.dynamic_norm, "model": self.scm.path.name if self.scm.path else None,
+                "mechanism": self.scm.image_mechanism.mechanism(o), "inversion": o.inversion,
+                "inversion_iters": o.inversion_iters, "abduction": o.abduction, "cfg_scale": o.cfg_scale,
+                "cfg_weights": o.cfg_weights, "bdia_gamma": o.bdia_gamma}
 
     def abduct(self, x_u8, digits):
         key = None
@@ -231,7 +235,7 @@ class Scorer:
     vae: VAE
     ref_images: np.ndarray           # real images for CLD's S_cf / S_f (e.g. the whole test split)
     ref_digits: np.ndarray
-    real_features: np.ndarray        # oracle features of real training images (FID reference)
+    real_features: np.ndarray        # judge features of held-out real images (KID/FID reference)
     ref_offset: np.ndarray | None = None  # index of factual i in ref_images (excluded from its S_f), or None
     n_boot: int = 1000
     boot_seed: int = 0
@@ -268,6 +272,19 @@ def batched_apply(fn, module: torch.nn.Module, images_u8: np.ndarray, bs: int = 
     return torch.cat(out)
 
 
+def realism(real_features: np.ndarray, per_seed_features: list[np.ndarray], seed: int = 0) -> dict:
+    """KID (mean over seeds, with the mean subset std) and FID on classifier features, each with its per-seed range
+    (min–max over seeds, which contains the mean; a bootstrap of FID is biased by duplicated rows)."""
+    kid = [kernel_distance(real_features, f, seed=seed) for f in per_seed_features]
+    fid = [frechet_distance(real_features, f) for f in per_seed_features]
+    note = "range over seeds, not a bootstrap CI"
+    return {"kid_oracle": {"mean": float(np.mean([k[0] for k in kid])), "std": float(np.mean([k[1] for k in kid])),
+                           "per_seed": [k[0] for k in kid], "per_seed_std": [k[1] for k in kid],
+                           "ci_low": min(k[0] for k in kid), "ci_high": max(k[0] for k in kid), "note": note},
+            "fid_oracle": {"mean": float(np.mean(fid)), "per_seed": fid, "ci_low": min(fid), "ci_high": max(fid),
+                           "note": note}}
+
+
 def _summary(per_seed: list[float], per_image: np.ndarray | None, seed: int, n_boot: int, stat=None,
              values=None) -> dict:
     d = {"mean": float(np.mean(per_seed)), "per_seed": [float(v) for v in per_seed]}
@@ -297,14 +314,8 @@ def score(gen: Generated, scorer: Scorer, weights: tuple[float, float] = (0.8, 0
             res[key] = _summary(vals.mean(0).tolist(), vals.mean(1), bs, nb)
         change = np.stack([l1_255(x, gen.cf[s]) for s in seeds], 1)
         res["cf_l1_change"] = _summary(change.mean(0).tolist(), change.mean(1), bs, nb)
-        feats = np.stack([oracle_features(scorer.oracle, gen.cf[s]) for s in seeds], 1)   # (n, S, D)
-        real = scorer.real_features
-
-        def fid_stat(f):
-            return float(np.mean([frechet_distance(real, f[:, j]) for j in range(f.shape[1])]))
-
-        per_seed = [frechet_distance(real, feats[:, j]) for j in range(len(seeds))]
-        res["fid_oracle"] = _summary(per_seed, None, bs, min(nb, 200), stat=fid_stat, values=feats)
+        feats = [oracle_features(scorer.oracle, gen.cf[s]) for s in seeds]
+        res.update(realism(scorer.real_features, feats))
         total = gen.seconds.get("abduct", 0.0)
         ips = [len(x) / (total + gen.seconds[f"cf{s}"]) for s in seeds]
         res["images_per_s"] = {"mean": float(np.mean(ips)), "ci_low": float(min(ips)), "ci_high": float(max(ips)),

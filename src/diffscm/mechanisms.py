@@ -10,11 +10,11 @@ import torch
 from .errors import DiffSCMError
 from .guidance import GuidanceTerm, classifier_free, classifier_guided, parent_free
 from .models import DiffusionModel, NoiseAwarePredictor
-from .sampling import EpsFn, bdia_invert, bdia_sample, ddim_invert, ddim_sample
+from .sampling import EpsFn, bdia_invert, bdia_sample, ddim_invert, ddim_sample, exact_invert, exact_sample
 from .schedule import ddim_grid
 
 MECHANISMS = ("auto", "paper", "conditional")
-INVERSIONS = ("ddim", "fixed-point", "exact")
+INVERSIONS = ("ddim", "fixed-point", "exact", "bdia")
 ABDUCTIONS = ("factual", "null")
 
 
@@ -25,8 +25,9 @@ class InferenceOptions:
     ``mechanism``: ``paper`` (unconditional ε + anti-causal guidance), ``conditional`` (ε(x, t, pa) of a
     parent-conditioned model, classifier-free weights ``cfg_weights`` per parent, 1 = none, and anti-causal
     ``scales`` on top) or ``auto`` (conditional when the ε-model is parent-conditioned). ``inversion``: ``ddim``
-    (explicit), ``fixed-point`` (``inversion_iters`` iterations per step) or ``exact`` (BDIA, ``bdia_gamma``; its
-    first step takes ``inversion_iters`` iterations). ``abduction``: ``factual`` inverts the very ε-function that
+    (explicit), ``fixed-point`` (``inversion_iters`` iterations per step), ``exact`` (fixed-point plus the stored
+    per-step residuals, so decoding returns the image to float rounding) or ``bdia`` (BDIA, ``bdia_gamma``; its first
+    step takes ``inversion_iters`` iterations). ``abduction``: ``factual`` inverts the very ε-function that
     decodes, under the factual parents (so the null intervention returns the image up to the inversion error);
     ``null`` inverts the unconditional ε (as in "What is Healthy?").
     """
@@ -63,9 +64,9 @@ class InferenceOptions:
             for name, s in table.items():
                 if not math.isfinite(float(s)):
                     raise DiffSCMError(f"{what} of {name} must be finite, got {s}")
-        if self.inversion == "exact" and (self.eta or self.clip or self.dynamic_norm):
-            raise DiffSCMError("exact inversion decodes deterministically without clipping: use eta 0, no clip, "
-                               "no dynamic normalisation")
+        if self.inversion in ("exact", "bdia") and (self.eta or self.clip or self.dynamic_norm):
+            raise DiffSCMError(f"{self.inversion} inversion decodes deterministically without clipping: use eta 0, "
+                               "no clip, no dynamic normalisation")
 
 
 class RootCategorical:
@@ -101,8 +102,8 @@ class DiffusionImageMechanism:
 
     def grid(self, opts: InferenceOptions) -> torch.Tensor:
         grid = ddim_grid(opts.steps, opts.ratio, self.diffusion.config["num_train_timesteps"])
-        if opts.inversion == "exact" and len(grid) < 3:
-            raise DiffSCMError("exact inversion needs at least 2 steps (floor(ratio × steps) >= 2)")
+        if opts.inversion == "bdia" and len(grid) < 3:
+            raise DiffSCMError("bdia inversion needs at least 2 steps (floor(ratio × steps) >= 2)")
         return grid
 
     def eps_fn(self) -> EpsFn:
@@ -174,7 +175,7 @@ class DiffusionImageMechanism:
 
         With ``opts.abduction == "factual"`` and the factual ``parents``, the inverted ε-function is the one that
         decodes the null intervention (so prediction under the same values gives ``x`` back); otherwise the
-        unconditional ε. The latent is (N, C, H, W), or (N, 2, C, H, W) for ``inversion="exact"``.
+        unconditional ε. The latent is (N, C, H, W); (N, K+1, C, H, W) for ``exact``, (N, 2, C, H, W) for ``bdia``.
         """
         if opts.abduction == "factual" and parents is not None:
             eps = self.decoding_eps(parents, opts)
@@ -187,6 +188,8 @@ class DiffusionImageMechanism:
         # kind of tensor (a compiled model would otherwise recompile when abduction and prediction alternate kinds).
         with torch.inference_mode():
             if opts.inversion == "exact":
+                return exact_invert(eps, x.clone(), a, grid, opts.inversion_iters, callback).clone()
+            if opts.inversion == "bdia":
                 return bdia_invert(eps, x.clone(), a, grid, opts.inversion_iters, opts.bdia_gamma, callback).clone()
             iters = opts.inversion_iters if opts.inversion == "fixed-point" else 0
             return ddim_invert(eps, x.clone(), a, grid, callback, iters=iters).clone()
@@ -205,11 +208,17 @@ class DiffusionImageMechanism:
         """Decode the latent on the same grid, guided towards every image parent's (counterfactual) value."""
         eps = self.decoding_eps(parents, opts)
         with torch.inference_mode():   # the guidance gradient re-enables autograd on its own copy of x_t
+            grid = self.grid(opts)
+            if opts.inversion in ("exact", "bdia"):
+                want = len(grid) if opts.inversion == "exact" else 2
+                if u.ndim != 5 or u.shape[1] != want:
+                    raise DiffSCMError(f"{opts.inversion} decoding needs the latent of an {opts.inversion} abduction "
+                                       "on the same grid")
             if opts.inversion == "exact":
-                if u.ndim != 5 or u.shape[1] != 2:
-                    raise DiffSCMError("exact decoding needs the (x_K, x_K-1) latent of an exact abduction")
-                x = bdia_sample(eps, u.clone(), self.alphas_cumprod, self.grid(opts), opts.bdia_gamma, callback)
+                x = exact_sample(eps, u.clone(), self.alphas_cumprod, grid, callback)
+            elif opts.inversion == "bdia":
+                x = bdia_sample(eps, u.clone(), self.alphas_cumprod, grid, opts.bdia_gamma, callback)
             else:
-                x = ddim_sample(eps, u.clone(), self.alphas_cumprod, self.grid(opts), eta=opts.eta, clip=opts.clip,
+                x = ddim_sample(eps, u.clone(), self.alphas_cumprod, grid, eta=opts.eta, clip=opts.clip,
                                 dynamic_norm=opts.dynamic_norm, generator=generator, callback=callback)
         return x.clamp(-1, 1)           # outside inference mode: an ordinary tensor for the caller

@@ -34,7 +34,8 @@ EVAL_KINDS = {"vae": "vae", "cvae": "vae", "autoencoder": "vae", "classifier": "
 
 def pack_scm(out: Path, graph: dict, diffusion: Path, predictors: dict[str, Path], defaults: dict,
              oracles: dict[str, Path] | None = None, flows: dict[str, Path] | None = None, overwrite: bool = False,
-             extra_files: dict[str, str] | None = None, evaluation: dict[str, Path] | None = None) -> None:
+             extra_files: dict[str, str] | None = None, evaluation: dict[str, Path] | None = None,
+             mechanism_defaults: dict[str, dict] | None = None) -> None:
     """Copy weights + configs of each model and write ``scm.json``.
 
     ``predictors``: one noise-aware predictor per image parent; ``flows``: the mechanism of each continuous
@@ -92,6 +93,8 @@ def pack_scm(out: Path, graph: dict, diffusion: Path, predictors: dict[str, Path
                 (var.kind == "categorical" and var.num_classes != spec.get("num_classes")):
             raise DiffSCMError(f"the diffusion model is conditioned on {spec['name']!r} ({spec['kind']}), which is not "
                                f"a matching parent of the graph's image ({', '.join(g.image.parents)})")
+    if mechanism_defaults:
+        cfg["mechanism_defaults"] = mechanism_defaults
     if flow_dirs:
         cfg["attributes"] = flow_dirs
     if single:

@@ -38,11 +38,14 @@ class SCM:
     """A causal graph plus one mechanism per node."""
 
     def __init__(self, graph: CausalGraph, image: DiffusionImageMechanism, attributes: dict | None = None,
-                 defaults: InferenceOptions | None = None, oracles: dict | None = None, path: Path | None = None):
+                 defaults: InferenceOptions | None = None, oracles: dict | None = None, path: Path | None = None,
+                 mechanism_defaults: dict[str, dict] | None = None):
         self.graph = graph
         self.image_mechanism = image
         self.attribute_mechanisms = attributes or {}
         self.defaults = defaults or InferenceOptions()
+        # per-mechanism overrides of the defaults (e.g. the paper mechanism's own steps and scales)
+        self.mechanism_defaults = mechanism_defaults or {}
         self.oracles = oracles or {}     # clean-image evaluation models by variable (classifier or regressor)
         self.oracle = self.oracles.get("digit")
         self.path = path
@@ -74,6 +77,9 @@ class SCM:
             diffusion = DiffusionModel.from_pretrained(path / img["diffusion"], device)
             predictors = {k: NoiseAwarePredictor.from_pretrained(path / v, device) for k, v in img["predictors"].items()}
             defaults = InferenceOptions(**cfg.get("defaults", {}))
+            mech_defaults = {k: dict(v) for k, v in (cfg.get("mechanism_defaults") or {}).items()}
+            for m, d in mech_defaults.items():
+                InferenceOptions(**{**cfg.get("defaults", {}), **d, "mechanism": m})
         except json.JSONDecodeError as exc:
             raise DiffSCMError(f"{cfg_file} is not valid JSON ({exc.msg})") from None
         except (KeyError, TypeError) as exc:
@@ -91,7 +97,7 @@ class SCM:
             m.requires_grad_(False)  # inference only: guidance differentiates w.r.t. x_t, never the weights
         mech = DiffusionImageMechanism(diffusion, predictors, condition=img.get("condition"))
         return cls(graph, mech, attributes=flows, defaults=defaults,
-                   oracles=oracles, path=path)
+                   oracles=oracles, path=path, mechanism_defaults=mech_defaults)
 
     def fit_attributes(self, table: dict[str, np.ndarray], steps: int = 2000, batch_size: int = 256, lr: float = 3e-3,
                        seed: int = 0) -> dict[str, float]:
@@ -134,9 +140,12 @@ class SCM:
         return self
 
     def options(self, **overrides) -> InferenceOptions:
-        """The SCM's default inference options with ``overrides`` (``None`` values ignored)."""
+        """The SCM's default inference options with ``overrides`` (``None`` values ignored). Choosing a
+        ``mechanism`` first applies that mechanism's own defaults (``mechanism_defaults`` in ``scm.json``)."""
         d = dict(self.defaults.__dict__)
-        d["scales"] = dict(d["scales"])
+        mech = overrides.get("mechanism") or d["mechanism"]
+        d.update(self.mechanism_defaults.get(mech, {}))
+        d["scales"], d["cfg_weights"] = dict(d["scales"]), dict(d["cfg_weights"])
         for k, v in overrides.items():
             if v is None:
                 continue

@@ -195,6 +195,8 @@ def setup_training(what: str, dataset: str, *, split: str = "train", data_dir: P
         alphas, dcfg = tr.read_alphas(diffusion)
         cfg = {"target": target, "schedule": dcfg.get("schedule", "linear"),
                "num_train_timesteps": dcfg.get("num_train_timesteps", 1000)}
+        if recipe.channels:
+            cfg["channels"] = list(recipe.channels)
         if kind == "categorical":
             cfg["num_classes"] = 10
         else:
