@@ -7,7 +7,8 @@ choice of the defaults on validation images.
 
 ``null``: mean |x − x̂| (0–255) of the null intervention — abduct, then decode under the factual digit — for the
 unguided ε (paper mechanism, s = 0) and for the conditional mechanism (w = 1), over N ∈ NULL_STEPS and the
-inversions ddim (explicit), fixed-point with K ∈ NULL_ITERS iterations and exact (BDIA), with images/s.
+inversions ddim (explicit), fixed-point with K ∈ NULL_ITERS iterations, exact (fixed-point + stored residuals) and BDIA, with
+images/s.
 
 ``select`` (``valid`` split only, judged by the selection classifier, never the evaluation oracle): for every
 setting of FRONT (mechanism, N, inversion, w), the harness on the first --n valid images — effectiveness of
@@ -39,10 +40,12 @@ RESULTS = ROOT / "docs" / "results"
 NULL_STEPS = (5, 10, 20)
 NULL_ITERS = (0, 1, 2, 3, 6)
 FRONT_STEPS = (4, 5, 6, 8, 10, 20)
-FRONT_INVERSIONS = (("fixed-point", 1), ("fixed-point", 3), ("exact", 2))
+FRONT_INVERSIONS = (("ddim", 0), ("fixed-point", 1), ("fixed-point", 3), ("exact", 0), ("exact", 1), ("exact", 2),
+                    ("bdia", 2))
 FRONT_W = (1.0, 1.5, 2.0, 3.0)
 PAPER_SCALES = (2.0, 4.0, 6.0)
 ANCHOR = {"mechanism": "conditional", "steps": 20, "inversion": "exact", "inversion_iters": 2, "w": 1.0}
+# (the most expensive conditional setting without guidance: its KID and CLD are the floors of step 2)
 
 
 def _scm(model: str):
@@ -69,7 +72,7 @@ def null_table(model: str, n: int, split: str) -> list[dict]:
     rows = []
     mechanisms = ["paper"] + (["conditional"] if scm.image_mechanism.diffusion.parent_names else [])
     for mech, steps in itertools.product(mechanisms, NULL_STEPS):
-        variants = [("ddim", 0)] + [("fixed-point", k) for k in NULL_ITERS if k] + [("exact", 2)]
+        variants = [("ddim", 0)] + [("fixed-point", k) for k in NULL_ITERS if k] + [("exact", 1), ("bdia", 2)]
         for inv, k in variants:
             opts = scm.options(mechanism=mech, steps=steps, ratio=1.0, inversion=inv, inversion_iters=k, scale=0.0,
                                clip=False, dynamic_norm=False, eta=0.0, cfg_weights={})
@@ -156,7 +159,7 @@ def table() -> str:
         lines += [f"Null intervention, mean |x − x̂| on 0–255 (`{null['command']}`):", "",
                   "| mechanism | N | inversion | L1 | images/s |", "|---|---|---|---|---|"]
         for r in null["rows"]:
-            inv = r["inversion"] + (f" K={r['iters']}" if r["inversion"] == "fixed-point" else "")
+            inv = r["inversion"] + (f" K={r['iters']}" if r["inversion"] in ("fixed-point", "exact") else "")
             lines.append(f"| {r['mechanism']} | {r['steps']} | {inv} | {r['null_l1']:.2f} | {r['images_per_s']:.1f} |")
         lines.append("")
     front = json.loads((RESULTS / "mnist_front.json").read_text()) if (RESULTS / "mnist_front.json").exists() else None
@@ -166,7 +169,7 @@ def table() -> str:
                   "| mechanism | N | inversion | w / s | effectiveness | CLD | KID ×10³ | null L1 | rev. L1 | images/s |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in front["rows"]:
-            inv = r["inversion"] + (f" K={r['inversion_iters']}" if r["inversion"] == "fixed-point" else "")
+            inv = r["inversion"] + (f" K={r['inversion_iters']}" if r["inversion"] in ("fixed-point", "exact") else "")
             ws = f"w={r['w']:g}" if "w" in r else f"s={r['scale']:g}"
             lines.append(f"| {r['mechanism']} | {r['steps']} | {inv} | {ws} | {r['effectiveness']:.3f} | {r['cld']:.3f} | "
                          f"{r['kid'] * 1e3:.2f} ± {r['kid_std'] * 1e3:.2f} | {r['composition_l1_1']:.2f} | "

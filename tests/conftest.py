@@ -145,7 +145,7 @@ def make_tiny_lesion_scm(root: Path, seed: int = 0, steps: int = 4) -> Path:
     out = root / "lesion_scm"
     pack_scm(out, LESION_GRAPH, parts / "cond", {"lesion": parts / "predictor"},
              {"steps": steps, "ratio": 0.75, "scales": {"lesion": 0.0}, "cfg_scale": 3.0, "clip": False,
-              "dynamic_norm": True, "batch_size": 8},
+              "dynamic_norm": True, "batch_size": 8, "abduction": "null"},
              evaluation={"vae": parts / "vae", "healthy-diffusion": parts / "healthy"})
     return out
 

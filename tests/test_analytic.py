@@ -211,8 +211,7 @@ def test_fixed_point_inversion_evaluates_eps_at_the_upper_node():
 
 
 @pytest.mark.parametrize("dtype,tol", [(F64, 1e-12), (torch.float32, 2e-5)])
-@pytest.mark.parametrize("n,ratio", [(1, 1.0), (2, 1.0), (5, 1.0), (10, 0.6), (100, 1.0), (999, 0.5)])
-@pytest.mark.parametrize("iters", [0, 1, 3])
+@pytest.mark.parametrize("n,ratio,iters", [(1, 1.0, 0), (2, 1.0, 1), (5, 1.0, 2), (10, 0.6, 0), (300, 0.5, 1)])
 def test_exact_inversion_round_trips_to_float_precision(n, ratio, dtype, tol, iters):
     mix = _mixture((1, 4, 4))
     src = torch.randint(0, 2, (64,), generator=_gen(20))
@@ -246,7 +245,7 @@ def test_exact_residuals_shrink_with_iterations_and_counterfactuals_still_move()
 
 
 @pytest.mark.parametrize("dtype,tol", [(F64, 1e-12), (torch.float32, 2e-5)])
-@pytest.mark.parametrize("n,ratio", [(2, 1.0), (5, 1.0), (10, 0.6), (100, 1.0), (999, 0.5)])
+@pytest.mark.parametrize("n,ratio", [(2, 1.0), (5, 1.0), (10, 0.6), (300, 0.5)])
 def test_bdia_round_trips_to_float_precision(n, ratio, dtype, tol):
     mix = _mixture((1, 4, 4))
     src = torch.randint(0, 2, (64,), generator=_gen(20))

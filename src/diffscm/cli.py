@@ -285,8 +285,8 @@ def counterfactual(
     image: list[Path] = typer.Option([], "--image", help="Your own image file(s) instead of a split (PNG/JPEG/NPY)."),
     observed: list[str] = typer.Option([], "--observed", help="Factual values of your images, e.g. digit=3."),
     mechanism: Optional[str] = typer.Option(None, help="Image mechanism: paper (unconditional ε + anti-causal guidance) or conditional (parent-conditioned ε)."),
-    inversion: Optional[str] = typer.Option(None, help="Abduction: ddim (explicit), fixed-point or exact (BDIA; round-trips to float precision)."),
-    inversion_iters: Optional[int] = typer.Option(None, min=0, max=100, help="Fixed-point iterations per step (exact: of its first step)."),
+    inversion: Optional[str] = typer.Option(None, help="Abduction: ddim (explicit), fixed-point, exact (fixed-point + stored residuals; the null intervention returns the image) or bdia."),
+    inversion_iters: Optional[int] = typer.Option(None, min=0, max=100, help="Fixed-point iterations per step (fixed-point, exact; bdia: of its first step)."),
     steps: Optional[int] = typer.Option(None, help="DDIM grid size N over [0, T)."),
     ratio: Optional[float] = typer.Option(None, help="Sampling progression ratio L: use the first floor(L*N) steps."),
     scale: list[str] = typer.Option([], "--scale", help="Guidance scale: S (every anti-causal predictor) or NAME=S (one parent; repeatable)."),
@@ -369,7 +369,7 @@ def _mechanism_defaults(items: list[str], guided: list[str]) -> dict[str, dict]:
         if key not in field_names | {"scale"}:
             raise DiffSCMError(f"--mechanism-default {item!r}: unknown option {key!r}")
         try:
-            v = json.loads(value) if value not in ("ddim", "fixed-point", "exact", "factual", "null") else value
+            v = json.loads(value) if value not in ("ddim", "fixed-point", "exact", "bdia", "factual", "null") else value
         except json.JSONDecodeError:
             raise DiffSCMError(f"--mechanism-default {item!r}: {value!r} is not a value") from None
         if key == "scale":
@@ -411,7 +411,7 @@ def pack(out: Path = typer.Option(..., help="SCM folder to write."),
          classifier: Optional[Path] = typer.Option(None, help="Baseline: classifier of the prototype method."),
          steps: int = typer.Option(50), ratio: float = typer.Option(1.0),
          clip: bool = typer.Option(True, "--clip/--no-clip"), dynamic_norm: bool = typer.Option(False, "--dynamic-norm/--no-dynamic-norm"),
-         inversion: str = typer.Option("ddim", help="Default abduction: ddim, fixed-point or exact."),
+         inversion: str = typer.Option("ddim", help="Default abduction: ddim, fixed-point, exact or bdia."),
          inversion_iters: int = typer.Option(3, min=0, max=100, help="Default fixed-point iterations per step."),
          w: list[str] = typer.Option([], "--w", help="Default classifier-free weight of the conditional mechanism: W or NAME=W."),
          mechanism_default: list[str] = typer.Option([], "--mechanism-default", help="A default of one mechanism only, MECH:KEY=VALUE (e.g. paper:steps=20, paper:scale=4); repeatable."),
@@ -466,7 +466,7 @@ def evaluate(
     scale: Optional[float] = typer.Option(None, help="diffscm: guidance scale s."),
     dynamic_norm: Optional[bool] = typer.Option(None, "--dynamic-norm/--no-dynamic-norm", help="diffscm: dynamic normalisation."),
     mechanism: Optional[str] = typer.Option(None, help="diffscm: image mechanism, paper or conditional."),
-    inversion: Optional[str] = typer.Option(None, help="diffscm: abduction, ddim, fixed-point or exact."),
+    inversion: Optional[str] = typer.Option(None, help="diffscm: abduction, ddim, fixed-point, exact or bdia."),
     inversion_iters: Optional[int] = typer.Option(None, min=0, max=100, help="diffscm: fixed-point iterations per step."),
     w: Optional[float] = typer.Option(None, "--w", help="diffscm: classifier-free weight of every parent (conditional mechanism; 1 = none)."),
     batch_size: Optional[int] = typer.Option(None, min=1),
@@ -570,7 +570,7 @@ def sweep(
     scale: Optional[float] = typer.Option(None, help="Guidance scale s (unless swept)."),
     dynamic_norm: Optional[bool] = typer.Option(None, "--dynamic-norm/--no-dynamic-norm"),
     mechanism: Optional[str] = typer.Option(None, help="diffscm: image mechanism, paper or conditional."),
-    inversion: Optional[str] = typer.Option(None, help="diffscm: abduction, ddim, fixed-point or exact."),
+    inversion: Optional[str] = typer.Option(None, help="diffscm: abduction, ddim, fixed-point, exact or bdia."),
     inversion_iters: Optional[int] = typer.Option(None, min=0, max=100, help="diffscm: fixed-point iterations per step."),
     w: Optional[float] = typer.Option(None, "--w", help="diffscm: classifier-free weight of every parent (conditional mechanism; 1 = none)."),
     judge: str = typer.Option("selection", help="Who scores: selection (a classifier apart from the evaluation oracle) or oracle."),

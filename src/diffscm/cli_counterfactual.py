@@ -334,13 +334,16 @@ def run_counterfactual(scm: SCM, x_u8: np.ndarray, observed: dict[str, torch.Ten
         return " ".join(parts) or "="
 
     def values_csv() -> str:
+        import csv
+        import io
+
         ids = names if names else [str(i) for i in (index if index is not None else range(len(x_u8)))]
-        cols = ["file" if names else "index"] + [c for n in observed for c in (n, f"{n}_cf")]
-        lines = [",".join(cols)]
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["file" if names else "index"] + [c for n in observed for c in (n, f"{n}_cf")])
         for i, ident in enumerate(ids):
-            vals = [f"{v[i].item():.6g}" for n in observed for v in (observed[n], res[n])]
-            lines.append(",".join([ident, *vals]))
-        return "\n".join(lines) + "\n"
+            w.writerow([ident, *(f"{v[i].item():.6g}" for n in observed for v in (observed[n], res[n]))])
+        return buf.getvalue()
 
     def files(tmp: Path) -> None:
         np.savez_compressed(tmp / "counterfactuals.npz", **arrays)
