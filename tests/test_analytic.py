@@ -211,22 +211,32 @@ def test_fixed_point_inversion_evaluates_eps_at_the_upper_node():
 
 
 @pytest.mark.parametrize("dtype,tol", [(F64, 1e-12), (torch.float32, 2e-5)])
-@pytest.mark.parametrize("n,ratio,iters", [(1, 1.0, 0), (2, 1.0, 1), (5, 1.0, 2), (10, 0.6, 0), (300, 0.5, 1)])
-def test_exact_inversion_round_trips_to_float_precision(n, ratio, dtype, tol, iters):
+@pytest.mark.parametrize("scheme,n,ratio,iters", [("exact", 1, 1.0, 0), ("exact", 2, 1.0, 1), ("exact", 5, 1.0, 2),
+                                                  ("exact", 10, 0.6, 0), ("exact", 300, 0.5, 1), ("bdia", 2, 1.0, 3),
+                                                  ("bdia", 5, 1.0, 3), ("bdia", 10, 0.6, 0), ("bdia", 300, 0.5, 3)])
+def test_exact_schemes_round_trip_to_float_precision(scheme, n, ratio, iters, dtype, tol):
     mix = _mixture((1, 4, 4))
     src = torch.randint(0, 2, (64,), generator=_gen(20))
     x = (mix.mus[src] + mix.sigma * torch.randn(64, *SHAPE, generator=_gen(21), dtype=F64)).to(dtype)
     grid = ddim_grid(n, ratio)
+    a = A.to(dtype)
 
     def eps(z, t):
         return mix.eps(z.double(), t).to(dtype)
 
+    # guided by a classifier: any ε-function works, as long as decoding uses the same one
     guided = classifier_guided(eps, [GuidanceTerm(lambda z, t, y: mix.log_posterior(z.double(), t, y).to(dtype),
-                                                  src, 2.0)], A.to(dtype))
+                                                  src, 2.0)], a)
     for fn in (eps, guided):
-        latent = exact_invert(fn, x, A.to(dtype), grid, iters=iters)
-        assert latent.shape == (64, len(grid), *SHAPE)
-        err = (exact_sample(fn, latent, A.to(dtype), grid) - x).abs().max().item()
+        if scheme == "exact":
+            latent = exact_invert(fn, x, a, grid, iters=iters)
+            assert latent.shape == (64, len(grid), *SHAPE)
+            back = exact_sample(fn, latent, a, grid)
+        else:
+            latent = bdia_invert(fn, x, a, grid, first_iters=iters)
+            assert latent.shape == (64, 2, *SHAPE)
+            back = bdia_sample(fn, latent, a, grid)
+        err = (back - x).abs().max().item()
         assert err < tol, err
 
 
@@ -242,27 +252,6 @@ def test_exact_residuals_shrink_with_iterations_and_counterfactuals_still_move()
     target = 1 - src
     guided = classifier_guided(mix.eps, [GuidanceTerm(mix.log_posterior, target, 3.0)], A)
     assert (mix.closer_to(exact_sample(guided, latent, A, grid)) == target).double().mean() >= 0.95
-
-
-@pytest.mark.parametrize("dtype,tol", [(F64, 1e-12), (torch.float32, 2e-5)])
-@pytest.mark.parametrize("n,ratio", [(2, 1.0), (5, 1.0), (10, 0.6), (300, 0.5)])
-def test_bdia_round_trips_to_float_precision(n, ratio, dtype, tol):
-    mix = _mixture((1, 4, 4))
-    src = torch.randint(0, 2, (64,), generator=_gen(20))
-    x = (mix.mus[src] + mix.sigma * torch.randn(64, *SHAPE, generator=_gen(21), dtype=F64)).to(dtype)
-    grid = ddim_grid(n, ratio)
-
-    def eps(z, t):
-        return mix.eps(z.double(), t).to(dtype)
-
-    # guided by a classifier: any ε-function works, as long as decoding uses the same one
-    guided = classifier_guided(eps, [GuidanceTerm(lambda z, t, y: mix.log_posterior(z.double(), t, y).to(dtype),
-                                                  src, 2.0)], A.to(dtype))
-    for fn in (eps, guided):
-        latent = bdia_invert(fn, x, A.to(dtype), grid, first_iters=0)
-        assert latent.shape == (64, 2, *SHAPE)
-        err = (bdia_sample(fn, latent, A.to(dtype), grid) - x).abs().max().item()
-        assert err < tol, err
 
 
 def test_bdia_with_gamma_below_one_still_inverts():

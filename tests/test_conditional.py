@@ -245,7 +245,7 @@ def test_cli_do_file_bad_cells(monkeypatch, capsys, tiny_conditional_scm, idx_di
     ([], ["exactly one"]),
     (["--null", "--inversion", "newton"], ["inversion", "newton"]),
     (["--null", "--mechanism", "magic"], ["mechanism", "magic"]),
-    (["--null", "--w", "colour=2"], ["colour", "not a parent"]),
+    (["--null", "--w", "colour=2"], ["colour", "no parent of the ε-model"]),
     (["--null", "--inversion", "bdia", "--steps", "1"], ["2 steps"]),
 ])
 def test_cli_bad_new_options(monkeypatch, capsys, tiny_conditional_scm, idx_dir, tmp_path, extra, keywords):

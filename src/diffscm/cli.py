@@ -435,7 +435,7 @@ def pack(out: Path = typer.Option(..., help="SCM folder to write."),
         names = [p["name"] for p in load_config(diffusion).get("parents") or []]
         if not names:
             raise DiffSCMError("--w needs a parent-conditioned diffusion model (trained with --conditional)")
-        defaults["cfg_weights"] = scale_items(w, names, {})
+        defaults["cfg_weights"] = scale_items(w, names, {}, "--w", "parent of the ε-model")
     per_mech = _mechanism_defaults(mechanism_default, list(predictors))
     pack_scm(out, spec, diffusion, predictors, defaults,
              oracles=_named_paths(oracle, "--oracle", "digit"), flows=_named_paths(flow, "--flow", None),

@@ -63,17 +63,18 @@ def parse_assignments(items: list[str], flag: str) -> dict[str, str]:
     return out
 
 
-def scale_items(items: list[str], names: list[str], base: dict[str, float]) -> dict[str, float]:
-    """Apply ``--scale`` items — ``S`` (every name) or ``NAME=S`` — on top of ``base``."""
+def scale_items(items: list[str], names: list[str], base: dict[str, float], flag: str = "--scale",
+                what: str = "predictor") -> dict[str, float]:
+    """Apply ``--scale`` (or ``--w``) items — ``S`` (every name) or ``NAME=S`` — on top of ``base``."""
     scales = dict(base)
     for item in items:
         name, sep, value = item.rpartition("=")
         try:
             v = float(value)
         except ValueError:
-            raise DiffSCMError(f"bad --scale {item!r}: use S or NAME=S") from None
+            raise DiffSCMError(f"bad {flag} {item!r}: use a number or NAME=NUMBER") from None
         if sep and name not in names:
-            raise DiffSCMError(f"--scale {item!r}: no predictor for {name!r} (guided parents: {', '.join(names)})")
+            raise DiffSCMError(f"{flag} {item!r}: no {what} for {name!r} (there are: {', '.join(names)})")
         for n in ([name] if sep else names):
             scales[n] = v
     return scales
@@ -93,18 +94,7 @@ def parse_weights(scm: SCM, items: list[str]) -> dict[str, float] | None:
     names = scm.image_mechanism.diffusion.parent_names
     if not names:
         raise DiffSCMError("--w needs a parent-conditioned diffusion model (the conditional mechanism)")
-    weights = dict(scm.defaults.cfg_weights)
-    for item in items:
-        name, sep, value = item.rpartition("=")
-        try:
-            v = float(value)
-        except ValueError:
-            raise DiffSCMError(f"bad --w {item!r}: use W or NAME=W") from None
-        if sep and name not in names:
-            raise DiffSCMError(f"--w {item!r}: {name!r} is not a parent of the ε-model ({', '.join(names)})")
-        for n in ([name] if sep else names):
-            weights[n] = v
-    return weights
+    return scale_items(items, names, scm.defaults.cfg_weights, "--w", "parent of the ε-model")
 
 
 def _do_value(var, value: str, where: str) -> float:

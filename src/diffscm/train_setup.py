@@ -59,13 +59,16 @@ def _stats(v: np.ndarray) -> tuple[float, float]:
     return float(np.mean(v)), float(np.std(v) + 1e-8)
 
 
-def cond_spec(graph: CausalGraph, names, attrs: dict[str, np.ndarray]) -> list[dict]:
-    """Encoding of conditioning variables: one-hot categorical, standardised continuous (with the data's stats)."""
+def cond_spec(graph: CausalGraph, names, attrs: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """Encoding of conditioning variables: categorical by class; continuous standardised with the data's stats, or
+    (``attrs=None``, for a parent-conditioned ε-model) by the variable's support."""
     spec = []
     for n in names:
         v = graph.variables[n]
         if v.kind == "categorical":
             spec.append({"name": n, "kind": "categorical", "num_classes": v.num_classes})
+        elif attrs is None:
+            spec.append({"name": n, "kind": "continuous", "low": v.low, "high": v.high})
         else:
             m, s = _stats(attrs[n])
             spec.append({"name": n, "kind": "continuous", "mean": m, "std": s})
@@ -109,18 +112,6 @@ def load_folder_training(data_dir: Path | None, target: str | None, where: dict[
     return x, table, ds.info, extra
 
 
-def parent_specs(graph: CausalGraph, names) -> list[dict]:
-    """Conditioning specs of a parent-conditioned ε-model: categorical classes, continuous supports."""
-    specs = []
-    for n in names:
-        v = graph.variables[n]
-        if v.kind == "categorical":
-            specs.append({"name": n, "kind": "categorical", "num_classes": v.num_classes})
-        else:
-            specs.append({"name": n, "kind": "continuous", "low": v.low, "high": v.high})
-    return specs
-
-
 @dataclass
 class DiffusionRecipe:
     """How a diffusion model is built and trained: conditioning, null-token dropout, loss weighting, UNet overrides."""
@@ -145,7 +136,7 @@ class DiffusionRecipe:
         """A parent-conditioned (``conditional``) or unconditional ε-model over ``graph``'s image, and its loss."""
         cfg = {"unet": self.unet(base_unet), "schedule": self.schedule, **(extra or {})}
         if self.conditional:
-            cfg["parents"] = parent_specs(graph, graph.image.parents)
+            cfg["parents"] = cond_spec(graph, graph.image.parents)
         model = DiffusionModel(cfg)
         return model, tr.diffusion_loss(model, self.p_uncond, self.min_snr_gamma, self.p_all)
 
