@@ -245,6 +245,7 @@ def test_cli_do_file_bad_cells(monkeypatch, capsys, tiny_conditional_scm, idx_di
     ([], ["exactly one"]),
     (["--null", "--inversion", "newton"], ["inversion", "newton"]),
     (["--null", "--mechanism", "magic"], ["mechanism", "magic"]),
+    (["--null", "--abduction", "sometimes"], ["abduction", "sometimes"]),
     (["--null", "--w", "colour=2"], ["colour", "no parent of the ε-model"]),
     (["--null", "--inversion", "bdia", "--steps", "1"], ["2 steps"]),
 ])
@@ -271,7 +272,8 @@ def test_cli_mechanism_paper_on_a_paper_scm_with_fixed_point(monkeypatch, capsys
     out = tmp_path / "out"
     res = run_cli(monkeypatch, capsys, *cf_args(tiny_scm, idx_dir, out, "--index", "0:3", "--null", "--mechanism",
                                                  "paper", "--inversion", "fixed-point", "--inversion-iters", "2",
-                                                 "--scale", "0", "--no-clip"))
+                                                 "--scale", "0", "--no-clip", "--abduction", "null"))
     assert res.code == 0, res
     opts = __import__("json").loads((out / "options.json").read_text())["options"]
     assert opts["inversion"] == "fixed-point" and opts["inversion_iters"] == 2 and opts["mechanism"] == "paper"
+    assert opts["abduction"] == "null"

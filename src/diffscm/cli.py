@@ -287,6 +287,7 @@ def counterfactual(
     mechanism: Optional[str] = typer.Option(None, help="Image mechanism: paper (unconditional ε + anti-causal guidance) or conditional (parent-conditioned ε)."),
     inversion: Optional[str] = typer.Option(None, help="Abduction: ddim (explicit), fixed-point, exact (fixed-point + stored residuals; the null intervention returns the image) or bdia."),
     inversion_iters: Optional[int] = typer.Option(None, min=0, max=100, help="Fixed-point iterations per step (fixed-point, exact; bdia: of its first step)."),
+    abduction: Optional[str] = typer.Option(None, help="factual (invert the decoding ε under the factual parents) or null (the unconditional ε)."),
     steps: Optional[int] = typer.Option(None, help="DDIM grid size N over [0, T)."),
     ratio: Optional[float] = typer.Option(None, help="Sampling progression ratio L: use the first floor(L*N) steps."),
     scale: list[str] = typer.Option([], "--scale", help="Guidance scale: S (every anti-causal predictor) or NAME=S (one parent; repeatable)."),
@@ -315,7 +316,8 @@ def counterfactual(
         scm.compile()
     opts = scm.options(steps=steps, ratio=ratio, scales=parse_scales(scm, scale), eta=eta, clip=clip,
                        dynamic_norm=dynamic_norm, seed=seed, batch_size=batch_size, mechanism=mechanism,
-                       inversion=inversion, inversion_iters=inversion_iters, cfg_weights=parse_weights(scm, w))
+                       inversion=inversion, inversion_iters=inversion_iters, cfg_weights=parse_weights(scm, w),
+                       abduction=abduction)
     scm.image_mechanism.grid(opts)  # validates steps/ratio before any work
     scm.image_mechanism.mechanism(opts)
     per_image = None
