@@ -277,3 +277,23 @@ def test_cli_mechanism_paper_on_a_paper_scm_with_fixed_point(monkeypatch, capsys
     opts = __import__("json").loads((out / "options.json").read_text())["options"]
     assert opts["inversion"] == "fixed-point" and opts["inversion_iters"] == 2 and opts["mechanism"] == "paper"
     assert opts["abduction"] == "null"
+
+
+def test_pack_both_mechanisms_with_their_own_defaults(monkeypatch, capsys, tiny_conditional_scm, tmp_path):
+    out = tmp_path / "packed"
+    res = run_cli(monkeypatch, capsys, "pack", "--out", out, "--diffusion", tiny_conditional_scm / "diffusion",
+                  "--predictor", tiny_conditional_scm / "predictor", "--oracle", tiny_conditional_scm / "oracle",
+                  "--steps", "5", "--no-clip", "--inversion", "exact", "--inversion-iters", "1", "--w", "2",
+                  "--mechanism-default", "paper:scale=4", "--mechanism-default", "paper:steps=10",
+                  "--mechanism-default", "paper:inversion=fixed-point")
+    assert res.code == 0, res
+    scm = SCM.from_pretrained(out)
+    cond, paper = scm.options(), scm.options(mechanism="paper")
+    assert scm.image_mechanism.mechanism(cond) == "conditional" and cond.cfg_weights == {"digit": 2.0}
+    assert (cond.steps, cond.inversion, cond.inversion_iters, cond.scales) == (5, "exact", 1, {})
+    assert (paper.steps, paper.inversion, paper.scales) == (10, "fixed-point", {"digit": 4.0})
+    assert scm.options(mechanism="paper", steps=3).steps == 3          # explicit options still win
+    bad = tmp_path / "bad"
+    res = run_cli(monkeypatch, capsys, "pack", "--out", bad, "--diffusion", tiny_conditional_scm / "diffusion",
+                  "--predictor", tiny_conditional_scm / "predictor", "--mechanism-default", "paper:warp=3")
+    assert_user_error(res, bad, "warp")
