@@ -39,11 +39,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 NULL_STEPS = (5, 10, 20)
 NULL_ITERS = (0, 1, 2, 3, 6)
-FRONT_STEPS = (4, 5, 6, 8, 10, 20)
-FRONT_INVERSIONS = (("ddim", 0), ("fixed-point", 1), ("fixed-point", 3), ("exact", 0), ("exact", 1), ("exact", 2),
-                    ("bdia", 2))
-FRONT_W = (1.0, 1.5, 2.0, 3.0)
-PAPER_SCALES = (2.0, 4.0, 6.0)
+FRONT_STEPS = (4, 5, 6, 8, 10)
+FRONT_INVERSIONS = (("fixed-point", 2), ("exact", 0), ("exact", 1), ("exact", 2), ("bdia", 2))
+FRONT_W = (1.0, 2.0)
+PAPER_STEPS = (5, 10, 20)
+PAPER_INVERSIONS = (("ddim", 0), ("exact", 1))
+PAPER_SCALES = (4.0, 6.0)
 ANCHOR = {"mechanism": "conditional", "steps": 20, "inversion": "exact", "inversion_iters": 2, "w": 1.0}
 # (the most expensive conditional setting without guidance: its KID and CLD are the floors of step 2)
 
@@ -89,10 +90,10 @@ def null_table(model: str, n: int, split: str) -> list[dict]:
 
 
 def _settings() -> list[dict]:
-    out = []
+    out = [dict(ANCHOR)]
     for steps, (inv, k), w in itertools.product(FRONT_STEPS, FRONT_INVERSIONS, FRONT_W):
         out.append({"mechanism": "conditional", "steps": steps, "inversion": inv, "inversion_iters": k, "w": w})
-    for steps, (inv, k), s in itertools.product(FRONT_STEPS, FRONT_INVERSIONS, PAPER_SCALES):
+    for steps, (inv, k), s in itertools.product(PAPER_STEPS, PAPER_INVERSIONS, PAPER_SCALES):
         out.append({"mechanism": "paper", "steps": steps, "inversion": inv, "inversion_iters": k, "scale": s})
     return out
 
@@ -138,7 +139,8 @@ def select(model: str, n: int, cache: Path | None) -> dict:
 def _anchor(rows: list[dict], mech: str) -> dict:
     if mech == "conditional":
         return next(r for r in rows if all(r.get(k) == v for k, v in ANCHOR.items()))
-    return max((r for r in rows if r["mechanism"] == mech), key=lambda r: (r["steps"], r["inversion"] == "exact"))
+    return max((r for r in rows if r["mechanism"] == mech), key=lambda r: (r["steps"], r["inversion"] == "exact",
+                                                                          r["scale"]))
 
 
 def choose(rows: list[dict], anchor: dict) -> dict:
