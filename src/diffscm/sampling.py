@@ -1,7 +1,7 @@
 """DDIM as small pure functions over ``eps_fn(x, t) -> ε`` (k-diffusion style: the loop lives here only).
 
 States live on the nodes g_0 < … < g_K of :func:`diffscm.schedule.ddim_grid`; the image is the state at g_0, which
-is the clean end ᾱ = 1 (decoding returns x̂0 at its last step, and ε is never evaluated there). Three inversions:
+is the clean end ᾱ = 1 (decoding returns x̂0 at its last step, and ε is never evaluated there). Four inversions:
 
 * explicit (``ddim_invert(iters=0)``): ε at the current node, one step up — the classic DDIM inversion, which
   decoding undoes only as the grid gets finer;
@@ -123,8 +123,7 @@ def _bdia_step(nd: "_Nodes", k: int, x: torch.Tensor, eps: torch.Tensor, towards
                gamma: float) -> torch.Tensor:
     """One BDIA move around node k (ε = ε(x_k, g_k)): decoding (``direction`` −1) gives x_{k-1} from x_{k+1} =
     ``towards``; inversion (+1) gives x_{k+1} from x_{k-1} = ``towards``."""
-    down = nd.sqrt_a[k - 1] * (x - nd.sqrt_1ma[k] * eps) / nd.sqrt_a[k] + nd.sqrt_1ma[k - 1] * eps
-    up = nd.sqrt_a[k + 1] * (x - nd.sqrt_1ma[k] * eps) / nd.sqrt_a[k] + nd.sqrt_1ma[k + 1] * eps
+    down, up = _down(nd, k, x, eps), _up(nd, k, x, eps)
     if direction < 0:   # decoding: x_{k-1} = γ·(x_{k+1} − up(x_k)) + down(x_k)
         return gamma * (towards - up) + down
     return (towards - down) / gamma + up   # inversion: x_{k+1} = (x_{k-1} − down(x_k))/γ + up(x_k)
