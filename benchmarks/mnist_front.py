@@ -2,7 +2,7 @@
 choice of the defaults on validation images.
 
     python benchmarks/mnist_front.py null   [--model mnist] [--n 64] [--split test]
-    python benchmarks/mnist_front.py select [--model mnist] [--n 200]
+    python benchmarks/mnist_front.py select [--model mnist] [--n 200] [--methods conditional,paper,prototype]
     python benchmarks/mnist_front.py table
 
 ``null``: mean |x − x̂| (0–255) of the null intervention — abduct, then decode under the factual digit — for the
@@ -10,19 +10,27 @@ unguided ε (paper mechanism, s = 0) and for the conditional mechanism (w = 1), 
 inversions ddim (explicit), fixed-point with K ∈ NULL_ITERS iterations, exact (fixed-point + stored residuals) and BDIA, with
 images/s.
 
-``select`` (``valid`` split only, judged by the selection classifier, never the evaluation oracle): for every
-setting of FRONT (mechanism, N, inversion, w), the harness on the first --n valid images — effectiveness of
-do(digit = random ≠ factual), CLD, KID (selection-classifier features against the rest of ``valid``), the null
-intervention's L1 (composition m = 1), reversibility, images/s. The rule, written down before the sweep:
+``select`` (``valid`` split only, judged by the selection classifier ``eval/selector`` — a classifier that no
+method uses and that is not the evaluation oracle): every method gets the same tuning budget, the same
+``len(grid)`` = 12 settings on the same first --n valid images, seed 0 (the conditional mechanism's ANCHOR, its
+most expensive setting, is a 13th run that only sets the floors of step 2 and is never chosen). Measured per setting:
+effectiveness of do(digit = random ≠ factual), CLD, KID (selection-classifier features against the rest of
+``valid``), images/s and, for the Diff-SCM mechanisms, the null intervention's L1 (composition m = 1) and
+reversibility. The rules, written down before the sweep:
+
+Diff-SCM (conditional over N × inversion × w, paper over N × inversion × s):
 
   1. keep the settings with effectiveness ≥ 0.98, null L1 ≤ 1.0, reversibility L1 ≤ 10;
-  2. of those, keep the ones whose KID and CLD are no worse than those of ANCHOR (the most expensive conditional
-     setting) by more than one KID subset std and 0.01 CLD;
+  2. of those, keep the ones whose KID and CLD are no worse than those of the anchor (conditional: ANCHOR; paper: its
+     largest N, exact inversion, largest s) by more than one KID subset std and 0.01 CLD;
   3. choose the fastest (most images/s); if none passes step 1, the one with the highest effectiveness among
      those with null L1 ≤ 1.0.
 
-The paper mechanism's own defaults are chosen by the same rule over its settings (scale s instead of w). ``table``
-writes docs/results/mnist_front.md from the JSON files. Seeds: targets seed 0; bootstrap seed 0.
+Prototype baseline (margin κ × prototype weight θ × L1 weight β; no null/reversibility phases: the method has no
+abduction): keep the settings with effectiveness ≥ 0.98 and choose the lowest CLD; if none passes, the highest
+effectiveness. The cVAE baseline has no inference-time setting to tune.
+
+``table`` writes docs/results/mnist_front.md from the JSON files. Seeds: targets seed 0; bootstrap seed 0.
 """
 from __future__ import annotations
 
@@ -39,14 +47,15 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 NULL_STEPS = (5, 10, 20)
 NULL_ITERS = (0, 1, 2, 3, 6)
-FRONT_STEPS = (4, 5, 6, 8, 10)
-FRONT_INVERSIONS = (("fixed-point", 2), ("exact", 0), ("exact", 1), ("exact", 2), ("bdia", 2))
+FRONT_STEPS = (4, 6, 10)
+FRONT_INVERSIONS = (("exact", 0), ("exact", 1))
 FRONT_W = (1.0, 2.0)
-PAPER_STEPS = (5, 10, 20)
-PAPER_INVERSIONS = (("ddim", 0), ("exact", 1))
-PAPER_SCALES = (4.0, 6.0)
+PAPER_GRID = [(10, "ddim", 0, s) for s in (2.0, 4.0, 8.0)] + [(n, "exact", 1, s) for n in (5, 10, 20)
+                                                                for s in (2.0, 4.0, 8.0)]
+PROTO_GRID = [{"kappa": k, "theta": th, "beta": b} for k in (0.0, 1.0, 5.0) for th in (10.0, 100.0) for b in (0.01, 0.1)]
+PROTO_ITERATIONS = 100
 ANCHOR = {"mechanism": "conditional", "steps": 20, "inversion": "exact", "inversion_iters": 2, "w": 1.0}
-# (the most expensive conditional setting without guidance: its KID and CLD are the floors of step 2)
+MECHANISMS = ("conditional", "paper", "prototype")
 
 
 def _scm(model: str):
@@ -89,12 +98,17 @@ def null_table(model: str, n: int, split: str) -> list[dict]:
     return rows
 
 
-def _settings() -> list[dict]:
-    out = [dict(ANCHOR)]
-    for steps, (inv, k), w in itertools.product(FRONT_STEPS, FRONT_INVERSIONS, FRONT_W):
-        out.append({"mechanism": "conditional", "steps": steps, "inversion": inv, "inversion_iters": k, "w": w})
-    for steps, (inv, k), s in itertools.product(PAPER_STEPS, PAPER_INVERSIONS, PAPER_SCALES):
-        out.append({"mechanism": "paper", "steps": steps, "inversion": inv, "inversion_iters": k, "scale": s})
+def _settings(mechanisms) -> list[dict]:
+    out = []
+    if "conditional" in mechanisms:
+        out.append(dict(ANCHOR))
+        for steps, (inv, k), w in itertools.product(FRONT_STEPS, FRONT_INVERSIONS, FRONT_W):
+            out.append({"mechanism": "conditional", "steps": steps, "inversion": inv, "inversion_iters": k, "w": w})
+    if "paper" in mechanisms:
+        out += [{"mechanism": "paper", "steps": n, "inversion": inv, "inversion_iters": k, "scale": sc}
+                for n, inv, k, sc in PAPER_GRID]
+    if "prototype" in mechanisms:
+        out += [{"mechanism": "prototype", **p} for p in PROTO_GRID]
     return out
 
 
@@ -109,42 +123,68 @@ def _options(scm, st: dict):
     return scm.options(**kw)
 
 
-def select(model: str, n: int, cache: Path | None) -> dict:
-    from diffscm.cli_evaluate import _prepare
+def prototype_params(st: dict):
+    """The prototype baseline's parameters for one grid point (the rest at their defaults)."""
+    from diffscm.baselines import PrototypeParams
+
+    return PrototypeParams(kappa=st["kappa"], theta=st["theta"], beta=st["beta"], iterations=PROTO_ITERATIONS)
+
+
+def select(model: str, n: int, cache: Path | None, mechanisms=MECHANISMS) -> dict:
+    """Run the grid of ``mechanisms`` on ``valid``; rows of other mechanisms already in mnist_front.json are kept."""
+    from diffscm.cli_evaluate import _prepare, make_method, selection_judge
     from diffscm.harness import DiffSCMMethod, EvalProtocol, generate, score
 
     scm = _scm(model)
-    x_all, y_all, _, _, scorer = _prepare(scm, "valid", n, None, 1000, 10000, judge="selection")
-    proto = EvalProtocol(n=n, split="valid", seeds=(0,), comp_m=(1,), comp_n=0,
-                         phases=("composition", "counterfactual", "reversibility"))
-    rows = []
-    settings = [s for s in _settings() if s["mechanism"] == "paper" or scm.image_mechanism.diffusion.parent_names]
-    for st in settings:
-        method = DiffSCMMethod(scm, _options(scm, st), "diffscm")
+    x_all, y_all, paths, train, scorer = _prepare(scm, "valid", n, None, 1000, 10000, judge="selection")
+    if "selector" not in paths:
+        raise SystemExit(f"{model} has no eval/selector: the selection judge must be a classifier no method uses")
+    old = json.loads((RESULTS / "mnist_front.json").read_text()) if (RESULTS / "mnist_front.json").exists() else {}
+    rows = [r for r in old.get("rows", []) if r["mechanism"] not in mechanisms and old.get("n") == n]
+    if "conditional" in mechanisms and not scm.image_mechanism.diffusion.parent_names:
+        raise SystemExit(f"{model} has no parent-conditioned diffusion model")
+    keys = ("effectiveness", "cld", "images_per_s", "reversibility_l1", "composition_l1_1")
+    for st in _settings(mechanisms):
+        if st["mechanism"] == "prototype":
+            method = make_method("prototype", scm, {}, paths, train, prototype_params(st))
+            phases = ("counterfactual",)
+        else:
+            method, phases = DiffSCMMethod(scm, _options(scm, st), "diffscm"), ("composition", "counterfactual",
+                                                                              "reversibility")
+        proto = EvalProtocol(n=n, split="valid", seeds=(0,), comp_m=(1,), comp_n=0, phases=phases)
         gen = generate(method, x_all[:n], y_all[:n], proto, cache=cache, progress=False)
         m = score(gen, scorer)
-        row = {**st, **{k: m[k]["mean"] for k in ("effectiveness", "cld", "reversibility_l1", "composition_l1_1",
-                                                    "images_per_s")},
+        row = {**st, **{k: m[k]["mean"] for k in keys if k in m},
                "kid": m["kid_oracle"]["mean"], "kid_std": m["kid_oracle"]["std"]}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    choice = {mech: choose([r for r in rows if r["mechanism"] == mech], anchor=_anchor(rows, mech))
-              for mech in ("conditional", "paper") if any(r["mechanism"] == mech for r in rows)}
-    out = {"n": n, "split": "valid", "judge": "selection classifier", "rows": rows, "choice": choice,
-           "command": f"python benchmarks/mnist_front.py select --model {model} --n {n}"}
+    present = [m for m in MECHANISMS if any(r["mechanism"] == m for r in rows)]
+    choice = {}
+    for m in present:
+        mine = [r for r in rows if r["mechanism"] == m]
+        if m == "prototype":
+            choice[m] = choose_prototype(mine)
+        else:
+            anchor = _anchor(rows, m)
+            choice[m] = choose([r for r in mine if r is not anchor] if m == "conditional" else mine, anchor)
+    out = {"n": n, "split": "valid", "judge": f"selection classifier ({selection_judge(paths).name})", "rows": rows,
+           "choice": choice, "command": f"python benchmarks/mnist_front.py select --model {model} --n {n} "
+                                        f"--methods {','.join(present)}"}
     _write("mnist_front", out)
     return out
 
 
-def _anchor(rows: list[dict], mech: str) -> dict:
+def _anchor(rows: list[dict], mech: str) -> dict | None:
+    mine = [r for r in rows if r["mechanism"] == mech]
     if mech == "conditional":
-        return next(r for r in rows if all(r.get(k) == v for k, v in ANCHOR.items()))
-    return max((r for r in rows if r["mechanism"] == mech), key=lambda r: (r["steps"], r["inversion"] == "exact",
-                                                                          r["scale"]))
+        return next(r for r in mine if all(r.get(k) == v for k, v in ANCHOR.items()))
+    if mech == "paper":
+        return max(mine, key=lambda r: (r["steps"], r["inversion"] == "exact", r["scale"]))
+    return None
 
 
 def choose(rows: list[dict], anchor: dict) -> dict:
-    """The rule of the module docstring."""
+    """The Diff-SCM rule of the module docstring."""
     ok = [r for r in rows if r["effectiveness"] >= 0.98 and r["composition_l1_1"] <= 1.0
           and r["reversibility_l1"] <= 10]
     ok = [r for r in ok if r["kid"] <= anchor["kid"] + anchor["kid_std"] and r["cld"] <= anchor["cld"] + 0.01]
@@ -152,6 +192,12 @@ def choose(rows: list[dict], anchor: dict) -> dict:
         return max(ok, key=lambda r: r["images_per_s"])
     exact_enough = [r for r in rows if r["composition_l1_1"] <= 1.0] or rows
     return max(exact_enough, key=lambda r: r["effectiveness"])
+
+
+def choose_prototype(rows: list[dict]) -> dict:
+    """The prototype rule of the module docstring."""
+    ok = [r for r in rows if r["effectiveness"] >= 0.98]
+    return min(ok, key=lambda r: r["cld"]) if ok else max(rows, key=lambda r: r["effectiveness"])
 
 
 def table() -> str:
@@ -168,14 +214,18 @@ def table() -> str:
     if front:
         lines += [f"Quality–speed front on {front['n']} `valid` images, judged by the selection classifier "
                   f"(`{front['command']}`):", "",
-                  "| mechanism | N | inversion | w / s | effectiveness | CLD | KID ×10³ | null L1 | rev. L1 | images/s |",
+                  "| method | N | inversion | w / s / params | effectiveness | CLD | KID ×10³ | null L1 | rev. L1 | images/s |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in front["rows"]:
-            inv = r["inversion"] + (f" K={r['inversion_iters']}" if r["inversion"] in ("fixed-point", "exact") else "")
-            ws = f"w={r['w']:g}" if "w" in r else f"s={r['scale']:g}"
-            lines.append(f"| {r['mechanism']} | {r['steps']} | {inv} | {ws} | {r['effectiveness']:.3f} | {r['cld']:.3f} | "
-                         f"{r['kid'] * 1e3:.2f} ± {r['kid_std'] * 1e3:.2f} | {r['composition_l1_1']:.2f} | "
-                         f"{r['reversibility_l1']:.2f} | {r['images_per_s']:.1f} |")
+            if r["mechanism"] == "prototype":
+                n_, inv, ws = "—", f"{PROTO_ITERATIONS} FISTA steps", f"κ={r['kappa']:g}, θ={r['theta']:g}, β={r['beta']:g}"
+                null, rev = "—", "—"
+            else:
+                n_, inv = r["steps"], r["inversion"] + (f" K={r['inversion_iters']}" if r["inversion"] == "exact" else "")
+                ws = f"w={r['w']:g}" if "w" in r else f"s={r['scale']:g}"
+                null, rev = f"{r['composition_l1_1']:.2f}", f"{r['reversibility_l1']:.2f}"
+            lines.append(f"| {r['mechanism']} | {n_} | {inv} | {ws} | {r['effectiveness']:.3f} | {r['cld']:.3f} | "
+                         f"{r['kid'] * 1e3:.2f} ± {r['kid_std'] * 1e3:.2f} | {null} | {rev} | {r['images_per_s']:.1f} |")
         lines += ["", "Chosen by the rule: " + "; ".join(f"{m}: {json.dumps(c)}" for m, c in front["choice"].items()), ""]
     text = "\n".join(lines)
     (RESULTS / "mnist_front.md").write_text(text + "\n")
@@ -189,6 +239,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--split", default="test")
     ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--methods", default=",".join(MECHANISMS), help="select: which grids to run (comma-separated)")
     a = ap.parse_args()
     torch.manual_seed(0)
     if a.stage == "null":
@@ -196,7 +247,11 @@ def main() -> None:
     elif a.stage == "select":
         from diffscm.cli_evaluate import default_cache
 
-        select(a.model, a.n or 200, a.cache or default_cache())
+        mechs = [m for m in a.methods.split(",") if m]
+        bad = [m for m in mechs if m not in MECHANISMS]
+        if bad:
+            raise SystemExit(f"--methods {','.join(bad)}: choose from {', '.join(MECHANISMS)}")
+        select(a.model, a.n or 200, a.cache or default_cache(), mechs)
     print(table())
 
 

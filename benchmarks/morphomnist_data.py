@@ -1,6 +1,9 @@
 """How close our regenerated Morpho-MNIST is to the community files, into docs/RESULTS.md.
 
-    python benchmarks/morphomnist_data.py --reference ../shared/reference/morphomnist [--n 10000] [--workers 2]
+    python benchmarks/morphomnist_data.py --reference MORPHO_DIR [--n 10000] [--workers 2]
+
+MORPHO_DIR holds the community files of the Morpho-MNIST release (t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz,
+t10k-morpho.csv, train-labels-idx1-ubyte.gz).
 
 * pixel error of our test images, rendered from real MNIST with the community (t, i) of ``t10k-morpho.csv``,
   against the official test images (``t10k-images-idx3-ubyte.gz``);
@@ -72,10 +75,10 @@ def main() -> None:
     def row(name, d, unit):
         return [name, f"{d['mae']:.3f} {unit}", f"{d['bias']:+.3f}", f"{d['p95']:.3f}", f"{100 * d['within_0.3']:.1f}%"]
 
-    md = ["### Morpho-MNIST regenerated from real MNIST (issue 4)", "",
-          f"Command: `python benchmarks/morphomnist_data.py --reference ../shared/reference/morphomnist --n {args.n}` "
-          "(deterministic; the test split is built by `diffscm data morphomnist --split test --csv-dir "
-          "../shared/reference/morphomnist`, i.e. with the community (t, i) of every image).", "",
+    md = ["### Morpho-MNIST regenerated from real MNIST", "",
+          f"Command: `python benchmarks/morphomnist_data.py --reference MORPHO_DIR --n {args.n}` (MORPHO_DIR: the "
+          "community files of the Morpho-MNIST release; deterministic; the test split is built by `diffscm data "
+          "morphomnist --split test --csv-dir MORPHO_DIR`, i.e. with the community (t, i) of every image).", "",
           f"Our test images against the official ones ({args.n} images, 0–255): pixel MAE **{res['pixel_mae']:.3f}**, "
           f"{100 * res['pixel_exact']:.1f}% of pixels identical, {100 * res['pixel_within_1']:.1f}% within ±1; per-image MAE "
           f"median {res['per_image_mae_median']:.3f}, 99th percentile {res['per_image_mae_p99']:.2f}, max "

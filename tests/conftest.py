@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from diffscm.graph import MORPHO_GRAPH
-from diffscm.models import VAE, AttributeFlow, Classifier, DiffusionModel, NoiseAwarePredictor, Oracle, RegressionOracle
+from diffscm.models import VAE, AttributeFlow, Classifier, DiffusionModel, Judge, NoiseAwarePredictor, Oracle, RegressionOracle
 from diffscm.packaging import pack_mnist_scm, pack_scm
 
 torch.set_num_threads(1)
@@ -64,13 +64,16 @@ def make_tiny_morpho_scm(root: Path, seed: int = 0, steps: int = 3) -> Path:
             {"name": "intensity", "kind": "continuous", "mean": 170.0, "std": 40.0}]
     VAE({"latent": 4, "channels": [4, 8], "cond": cond}).save_pretrained(parts / "cvae")
     names = ("digit", "thickness", "intensity")
+    for n in names:
+        Judge({"target": n, "context": ["intensity"] if n == "thickness" else [], "width": 2}).save_pretrained(parts / f"j_{n}")
     out = root / "morpho_scm"
     pack_scm(out, MORPHO_GRAPH, parts / "diffusion", {n: parts / f"p_{n}" for n in names},
              {"steps": steps, "ratio": 1.0, "scales": {"digit": 1.0, "thickness": 1.0, "intensity": 1.0}, "clip": False,
               "dynamic_norm": False, "batch_size": 8},
              oracles={n: parts / f"o_{n}" for n in names},
              flows={n: parts / f"f_{n}" for n in ("thickness", "intensity")},
-             evaluation={"vae": parts / "vae", "cvae": parts / "cvae"})
+             evaluation={"vae": parts / "vae", "cvae": parts / "cvae",
+                         **{f"judge-{n}": parts / f"j_{n}" for n in names}})
     return out
 
 

@@ -118,3 +118,25 @@ def test_sweep_bad_inputs(monkeypatch, capsys, tiny_scm, idx_dir, tmp_path, args
                   "--report", tmp_path / "rep", "--quiet", "--no-cache", *args)
     assert_one_line_error(res, *words)
     assert not (tmp_path / "rep").exists()
+
+
+def test_cache_key_follows_the_weights(tiny_scm):
+    """A retrained model packed under the same name must not reuse the cached outputs of the earlier one."""
+    import torch
+
+    from diffscm.harness import DiffSCMMethod, _settings_hash, EvalProtocol
+    from diffscm.scm import SCM
+
+    scm = SCM.from_pretrained(tiny_scm)
+    before = _settings_hash(DiffSCMMethod(scm, scm.options()), EvalProtocol())
+    with torch.no_grad():
+        next(scm.image_mechanism.diffusion.parameters()).add_(1e-3)
+    assert _settings_hash(DiffSCMMethod(scm, scm.options()), EvalProtocol()) != before
+
+
+def test_selection_judge_is_the_selector_where_shipped(tmp_path):
+    from diffscm.cli_evaluate import selection_judge
+
+    paths = {"classifier": tmp_path / "classifier", "selector": tmp_path / "selector"}
+    assert selection_judge(paths) == tmp_path / "selector"
+    assert selection_judge({"classifier": tmp_path / "classifier"}) == tmp_path / "classifier"

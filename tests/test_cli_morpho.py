@@ -107,6 +107,13 @@ def test_train_flow_and_bad_target(monkeypatch, capsys, tmp_path, morpho_cache, 
 
     flow = load_model(out)
     assert flow.config["parents"][0]["name"] == "thickness"
+    res = run_cli(monkeypatch, capsys, "train", "judge", "--dataset", "morphomnist", "--data-dir", data, "--target",
+                  "thickness", "--out", tmp_path / "judge", "--steps", "2", "--batch-size", "4")
+    assert res.code == 0, res.err
+    judge = load_model(tmp_path / "judge")
+    assert judge.kind == "judge" and judge.config["context"] == ["intensity"]
+    assert_user_error(run_cli(monkeypatch, capsys, "train", "judge", "--dataset", "mnist", "--out", tmp_path / "j2",
+                              "--steps", "1"), tmp_path / "j2", "morphomnist")
     assert_user_error(run_cli(monkeypatch, capsys, "train", "flow", "--dataset", "morphomnist", "--data-dir", data,
                               "--target", "digit", "--out", tmp_path / "f2", "--steps", "1"), tmp_path / "f2", "continuous")
     assert_user_error(run_cli(monkeypatch, capsys, "train", "predictor", "--dataset", "morphomnist", "--data-dir", data,

@@ -26,6 +26,7 @@ class TrainWhat(str, Enum):
     autoencoder = "autoencoder"
     classifier = "classifier"
     flow = "flow"
+    judge = "judge"
 
 
 @data_app.command("mnist")
@@ -173,14 +174,14 @@ def measure(images: Path = typer.Argument(..., help="uint8 N×H×W images (.npy)
 
 
 @app.command()
-def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor, oracle, flow; evaluation/baselines: vae (CLD), cvae, autoencoder, classifier"),
+def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor, oracle, flow; evaluation/baselines: vae (CLD), cvae, autoencoder, classifier; judge (the counterfactual benchmark's Morpho-MNIST judges)"),
           dataset: str = typer.Option("mnist", help="Dataset: mnist, morphomnist or folder (a generic dataset folder, --data-dir)."),
           out: Path = typer.Option(..., help="Checkpoint folder (config.json + model.safetensors)."),
           steps: int = typer.Option(10000, min=1), batch_size: int = typer.Option(64, min=1),
           lr: float = typer.Option(2e-4, min=0.0), seed: int = typer.Option(0, min=0, max=2**31 - 1),
           resume: bool = typer.Option(False, help="Continue the checkpoint in --out."),
-          split: str = typer.Option("train", help="MNIST training split: train (50k; valid is held out) or train+valid."),
-          data_dir: Optional[Path] = typer.Option(None, help="mnist: IDX folder instead of the package index; morphomnist: the folder written by `diffscm data morphomnist --out` (required)."),
+          split: str = typer.Option("train", help="Training split: train or train+valid (MNIST: 50k, valid = the other 10k; Morpho-MNIST: all but the last 2000 images, which valid holds)."),
+          data_dir: Optional[Path] = typer.Option(None, help="mnist: IDX folder instead of the package index; morphomnist: a folder written by `diffscm data morphomnist --out` or in Morpho-MNIST's own layout (t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, t10k-morpho.csv, train-… likewise; required)."),
           target: Optional[str] = typer.Option(None, help="predictor/oracle/flow: the variable to model (digit, thickness, intensity; folder: a class column, default dataset.json's label)."),
           where: list[str] = typer.Option([], help="folder: train only on rows with COLUMN=VALUE (e.g. lesion=0 for healthy-only); repeatable."),
           init: Optional[Path] = typer.Option(None, help="Start from this checkpoint's weights (tensors of matching shape)."),
@@ -296,7 +297,7 @@ def counterfactual(
     clip: Optional[bool] = typer.Option(None, "--clip/--no-clip", help="Clamp x0-hat to [-1, 1] while decoding."),
     dynamic_norm: Optional[bool] = typer.Option(None, "--dynamic-norm/--no-dynamic-norm", help="Dynamic normalisation of x0-hat."),
     seed: int = typer.Option(0, min=0, max=2**31 - 1), batch_size: Optional[int] = typer.Option(None, min=1),
-    data_dir: Optional[Path] = typer.Option(None, help="mnist: IDX folder instead of the package index; morphomnist: a folder written by `diffscm data morphomnist --out`."),
+    data_dir: Optional[Path] = typer.Option(None, help="mnist: IDX folder instead of the package index; morphomnist: a folder written by `diffscm data morphomnist --out` or in Morpho-MNIST's own layout (t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, t10k-morpho.csv)."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty --out."),
     device: str = typer.Option("auto"), quiet: bool = typer.Option(False, help="No progress bar."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the networks first (pays off on large runs; not bit-exact)."),
@@ -411,6 +412,8 @@ def pack(out: Path = typer.Option(..., help="SCM folder to write."),
          cvae: Optional[Path] = typer.Option(None, help="Baseline: conditional VAE."),
          autoencoder: Optional[Path] = typer.Option(None, help="Baseline: autoencoder of the prototype method."),
          classifier: Optional[Path] = typer.Option(None, help="Baseline: classifier of the prototype method."),
+         selector: Optional[Path] = typer.Option(None, help="Evaluation: classifier that judges settings on validation data (used by no method)."),
+         judge: list[str] = typer.Option([], "--judge", help="Evaluation: a judge of the counterfactual benchmark, NAME=DIR (digit, thickness, intensity); repeatable."),
          steps: int = typer.Option(50), ratio: float = typer.Option(1.0),
          clip: bool = typer.Option(True, "--clip/--no-clip"), dynamic_norm: bool = typer.Option(False, "--dynamic-norm/--no-dynamic-norm"),
          inversion: str = typer.Option("ddim", help="Default abduction: ddim, fixed-point, exact or bdia."),
@@ -443,8 +446,10 @@ def pack(out: Path = typer.Option(..., help="SCM folder to write."),
              oracles=_named_paths(oracle, "--oracle", "digit"), flows=_named_paths(flow, "--flow", None),
              overwrite=overwrite, mechanism_defaults=per_mech,
              evaluation={k: v for k, v in {"vae": vae, "cvae": cvae, "autoencoder": autoencoder,
-                                           "classifier": classifier,
-                                           "healthy-diffusion": healthy_diffusion}.items() if v is not None})
+                                           "classifier": classifier, "selector": selector,
+                                           "healthy-diffusion": healthy_diffusion,
+                                           **{f"judge-{k}": v for k, v in _named_paths(judge, "--judge", None).items()}
+                                           }.items() if v is not None})
     typer.echo(str(out))
 
 
@@ -452,6 +457,7 @@ def pack(out: Path = typer.Option(..., help="SCM folder to write."),
 def evaluate(
     model: str = typer.Option("mnist", help="Shipped model name (mnist) or an SCM folder with evaluation models."),
     task: str = typer.Option("counterfactual", help="counterfactual (effectiveness, CLD, ...) or localization (Dice, AUPRC, AUROC)."),
+    protocol: str = typer.Option("mnist", help="counterfactual: mnist (digit interventions on MNIST) or cfbench (the counterfactual benchmark's Morpho-MNIST protocol; needs --data-dir with the Morpho-MNIST test split)."),
     method: list[str] = typer.Option(["diffscm"], "--method", help="counterfactual: diffscm, diffscm-reference, cvae or prototype; localization: implicit, classifier, anoddpm, vae (default all). Repeatable."),
     lesion_data: list[Path] = typer.Option([], "--lesion-data", help="localization: a dataset folder with val/test splits and masks, one per seed (repeatable)."),
     n_val: int = typer.Option(200, min=1, help="localization: validation images per seed (threshold choice)."),
@@ -501,6 +507,14 @@ def evaluate(
         return
     if lesion_data:
         raise DiffSCMError("--lesion-data belongs to --task localization")
+    if protocol not in ("mnist", "cfbench"):
+        raise DiffSCMError(f"unknown --protocol {protocol!r} (mnist or cfbench)")
+    if protocol == "cfbench":
+        _run_cfbench_cli(model, device, method, data_dir, n, seeds, comp_n, json_out, report, overwrite,
+                         None if no_cache else (cache or default_cache()), not quiet, n_boot,
+                         {"steps": steps, "ratio": ratio, "scale": scale, "batch_size": batch_size,
+                          "mechanism": mechanism, "inversion": inversion, "inversion_iters": inversion_iters}, w)
+        return
 
     bad = [m for m in method if m not in METHODS]
     if bad:
@@ -520,6 +534,36 @@ def evaluate(
                            proto_params=PrototypeParams(iterations=proto_iterations), fid_reference=fid_reference)
     for r in results:
         typer.echo(json.dumps({"method": r["method"], **{k: round(v["mean"], 4) for k, v in r["metrics"].items()}}))
+
+
+def _run_cfbench_cli(model, device, method, data_dir, n, seeds, comp_n, json_out, report, overwrite, cache, progress,
+                     n_boot, overrides, w) -> None:
+    from .cli_evaluate import _write_json_atomic, parse_list
+    from .morpho_eval import CFBENCH_METHODS, cfbench_methods, cfbench_table, run_cfbench
+    from .report import write_text_atomic
+
+    if data_dir is None:
+        raise DiffSCMError("--protocol cfbench needs --data-dir: a Morpho-MNIST folder (t10k-images-idx3-ubyte.gz, "
+                           "t10k-labels-idx1-ubyte.gz, t10k-morpho.csv, or one written by `diffscm data morphomnist --out`)")
+    bad = [m for m in method if m not in CFBENCH_METHODS]
+    if bad:
+        raise DiffSCMError(f"unknown --method {bad[0]!r} for --protocol cfbench (choose from {', '.join(CFBENCH_METHODS)})")
+    seed_list = parse_list(seeds, "--seeds", int)
+    scm, overrides = _prepare_evaluation("test", json_out, report, overwrite, model, device, overrides, w)
+    if not {"digit", "thickness", "intensity"} <= set(scm.graph.image.parents):
+        raise DiffSCMError(f"model {model}: --protocol cfbench needs an SCM of Morpho-MNIST (digit, thickness, intensity → image)")
+    res = run_cfbench(scm, cfbench_methods(scm, list(method), {k: v for k, v in overrides.items() if v is not None}),
+                      data_dir, n, tuple(seed_list), comp_n, cache, progress, n_boot)
+    if json_out is not None:
+        _write_json_atomic(json_out, res)
+    if report is not None:
+        report.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(report / "index.md", "# The counterfactual benchmark on Morpho-MNIST\n\n"
+                          + cfbench_table(res["results"]) + "\n")
+    for name, r in res["results"].items():
+        typer.echo(json.dumps({"method": name, **{f"{k}:{col}": round(v[col]["mean"], 4)
+                                                  for k, v in r["interventions"].items()
+                                                  for col in ("thickness_mae", "intensity_mae", "digit_accuracy")}}))
 
 
 @app.command()

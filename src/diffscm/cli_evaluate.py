@@ -74,6 +74,13 @@ FID_REFERENCE = 10000  # held-out valid images whose judge features define the r
 JUDGES = ("oracle", "selection")
 
 
+def selection_judge(paths: dict[str, Path]) -> Path:
+    """The classifier that judges settings on validation data: ``selector`` where the SCM ships one (a classifier
+    no method uses, so that the prototype baseline, which optimises against ``classifier``, is not judged by its own
+    guide), else ``classifier``."""
+    return paths.get("selector") or paths["classifier"]
+
+
 def real_reference(split: str, n: int, data_dir: Path | None, limit: int) -> np.ndarray:
     """Held-out real images for KID/FID: the ``valid`` split (never trained on), minus the evaluated images when
     the evaluation itself runs on ``valid``."""
@@ -97,7 +104,7 @@ def _prepare(scm: SCM, split: str, n: int, data_dir: Path | None, n_boot: int, f
     paths = eval_model_paths(scm)
     train = load_mnist("train", data_dir)
     vae = VAE.from_pretrained(paths["vae"], scm.device)
-    model = scm.oracle if judge == "oracle" else Classifier.from_pretrained(paths["classifier"], scm.device)
+    model = scm.oracle if judge == "oracle" else Classifier.from_pretrained(selection_judge(paths), scm.device)
     scorer = Scorer.build(model, vae, x_all, y_all, real_reference(split, n, data_dir, fid_reference),
                           ref_offset=np.arange(n), n_boot=n_boot)
     return x_all, y_all, paths, train, scorer

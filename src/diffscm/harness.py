@@ -30,6 +30,7 @@ from .evaluation import classify, random_targets
 from .mechanisms import InferenceOptions
 from .metrics import bootstrap_ci, cld, effectiveness_hits, frechet_distance, kernel_distance, l1_255, ssim_per_image
 from .models import VAE, Oracle
+from .models.io import weights_key
 from .scm import SCM, Exogenous, abduct, batch_generator, predict
 
 METRIC_KEYS = ("effectiveness", "composition_l1_1", "composition_l1_10", "reversibility_l1", "cld", "kid_oracle", "fid_oracle",
@@ -61,7 +62,13 @@ class DiffSCMMethod:
                 "dynamic_norm": o.dynamic_norm, "model": self.scm.path.name if self.scm.path else None,
                 "mechanism": self.scm.image_mechanism.mechanism(o), "inversion": o.inversion,
                 "inversion_iters": o.inversion_iters, "abduction": o.abduction, "cfg_scale": o.cfg_scale,
-                "cfg_weights": o.cfg_weights, "bdia_gamma": o.bdia_gamma}
+                "cfg_weights": o.cfg_weights, "bdia_gamma": o.bdia_gamma, "weights": self._weights()}
+
+    def _weights(self) -> str:
+        if not hasattr(self, "_wkey"):
+            mech = self.scm.image_mechanism
+            self._wkey = "-".join([weights_key(mech.diffusion)] + [weights_key(p) for _, p in sorted(mech.predictors.items())])
+        return self._wkey
 
     def abduct(self, x_u8, digits):
         key = None

@@ -32,6 +32,7 @@ from .localize import anomaly_map, healthy_counterfactual, noised_reconstruction
 from .mechanisms import InferenceOptions
 from .metrics.localization import auroc, average_precision, best_threshold, image_scores, mean_dice
 from .models import VAE, DiffusionModel
+from .models.io import weights_key
 from .scm import SCM
 
 METHODS = ("implicit", "classifier", "anoddpm", "vae")
@@ -96,16 +97,6 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _weights_key(module: torch.nn.Module | None) -> str:
-    if module is None:
-        return "none"
-    h = hashlib.sha256()
-    for k, v in sorted(module.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes()[:4096])
-    return h.hexdigest()[:12]
-
-
 def method_settings(method: str, proto: LocalizationProtocol) -> dict:
     """The settings a method's output depends on (its cache key)."""
     if method == "implicit":
@@ -144,7 +135,7 @@ def healthy_images(models: LocalizationModels, method: str, ds: FolderDataset, p
     if method in ("implicit", "classifier"):
         folder = None
         if cache is not None:
-            folder = cache / f"latent-{_weights_key(mech.diffusion)}-{data_key}-{_key(proto.steps, proto.ratio)}"
+            folder = cache / f"latent-{weights_key(mech.diffusion)}-{data_key}-{_key(proto.steps, proto.ratio)}"
             folder.mkdir(parents=True, exist_ok=True)
         lat_parts = cached_chunks(folder, len(ds), proto.chunk, latent, f"{tag} abduction", progress, top)
 
@@ -164,7 +155,7 @@ def healthy_images(models: LocalizationModels, method: str, ds: FolderDataset, p
 
     folder = None
     if cache is not None:
-        wkey = _weights_key(models.vae if method == "vae" else models.healthy if method == "anoddpm" else mech.diffusion)
+        wkey = weights_key(models.vae if method == "vae" else models.healthy if method == "anoddpm" else mech.diffusion)
         folder = cache / f"{method}-{wkey}-{data_key}-{_key(settings, seed if method == 'anoddpm' else 0)}"
         folder.mkdir(parents=True, exist_ok=True)
     parts = cached_chunks(folder, len(ds), proto.chunk, run, f"{tag} {method}", progress, top)

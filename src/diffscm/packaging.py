@@ -28,8 +28,9 @@ def training_summary(ckpt: Path) -> dict | None:
             "train": meta["train"], "segments": meta.get("segments", []), **{k: v for k, v in cfg.get("meta", {}).items() if k not in ("train", "step")}}
 
 
-EVAL_KINDS = {"vae": "vae", "cvae": "vae", "autoencoder": "vae", "classifier": "classifier",
-              "healthy-diffusion": "diffusion"}
+EVAL_KINDS = {"vae": "vae", "cvae": "vae", "autoencoder": "vae", "classifier": "classifier", "selector": "classifier",
+              "healthy-diffusion": "diffusion", "judge-digit": "judge", "judge-thickness": "judge",
+              "judge-intensity": "judge"}
 
 
 def pack_scm(out: Path, graph: dict, diffusion: Path, predictors: dict[str, Path], defaults: dict,
@@ -40,7 +41,8 @@ def pack_scm(out: Path, graph: dict, diffusion: Path, predictors: dict[str, Path
 
     ``predictors``: one noise-aware predictor per image parent; ``flows``: the mechanism of each continuous
     attribute; ``oracles``: clean-image classifier/regressors for evaluation; ``evaluation``: the harness's models
-    (``vae`` for CLD; ``cvae``, ``autoencoder``, ``classifier`` for the baselines) under ``eval/``.
+    (``vae`` for CLD; ``cvae``, ``autoencoder``, ``classifier`` for the baselines; ``selector``, the judge of settings
+    on validation data; ``judge-NAME``, the counterfactual benchmark's judges) under ``eval/``.
     """
     if Path(out).exists() and not overwrite:
         raise DiffSCMError(f"{out} already exists; pass --overwrite")

@@ -17,6 +17,7 @@ from .models import (
     AttributeFlow,
     Classifier,
     DiffusionModel,
+    Judge,
     NoiseAwarePredictor,
     Oracle,
     RegressionOracle,
@@ -35,17 +36,31 @@ class TrainJob:
 
 
 def load_morpho_folder(data_dir: Path | None, split: str = "train") -> tuple[np.ndarray, dict[str, np.ndarray], str]:
-    """Images and attributes of a folder written by ``diffscm data morphomnist --out``, and its data hash."""
+    """Images and attributes of a Morpho-MNIST folder, and its data hash. Two layouts are read: the one written by
+    ``diffscm data morphomnist --out`` ({split}-images.npy + {split}-attributes.csv) and the one Morpho-MNIST is
+    distributed in (t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, t10k-morpho.csv; train-… likewise)."""
     import hashlib
 
-    from .data.morphomnist import read_attributes_csv
+    from .data.morphomnist import community_files, load_community_split, read_attributes_csv
 
     if data_dir is None:
-        raise DiffSCMError("--dataset morphomnist needs --data-dir: a folder written by `diffscm data morphomnist --out`")
-    images_file, csv_file = Path(data_dir) / f"{split}-images.npy", Path(data_dir) / f"{split}-attributes.csv"
+        raise DiffSCMError("--dataset morphomnist needs --data-dir: a folder written by `diffscm data morphomnist --out` "
+                           "or one in Morpho-MNIST's own layout")
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DiffSCMError(f"--data-dir {data_dir} is not a folder")
+    images_file, csv_file = data_dir / f"{split}-images.npy", data_dir / f"{split}-attributes.csv"
+    ours = [f for f in (images_file, csv_file) if f.exists()]
+    community = community_files(data_dir, split)
+    if not ours and any(f.exists() or f.with_suffix("").exists() for f in community):
+        images, attrs = load_community_split(data_dir, split)
+        h = hashlib.sha256(images.tobytes())
+        h.update(community[2].read_bytes())
+        return images, attrs, h.hexdigest()
     for f in (images_file, csv_file):
         if not f.exists():
-            raise DiffSCMError(f"{f} does not exist (write it with `diffscm data morphomnist --out {data_dir}`)")
+            raise DiffSCMError(f"{f} does not exist (write it with `diffscm data morphomnist --out {data_dir}`, or give "
+                               f"a folder holding {community[0].name}, {community[1].name} and {community[2].name})")
     images = np.load(images_file, allow_pickle=False)
     attrs = read_attributes_csv(csv_file)
     if images.ndim != 3 or len(images) != len(attrs["digit"]):
@@ -53,6 +68,22 @@ def load_morpho_folder(data_dir: Path | None, split: str = "train") -> tuple[np.
     h = hashlib.sha256(images.tobytes())
     h.update(csv_file.read_bytes())
     return images, attrs, h.hexdigest()
+
+
+MORPHO_VALID = 2000   # the last images of the Morpho-MNIST training split, held out to choose settings
+
+
+def morpho_split(x: np.ndarray, attrs: dict[str, np.ndarray], split: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``train`` (all but the last MORPHO_VALID images of the training split), ``valid`` (those) or ``train+valid``.
+    A training split of at most 2·MORPHO_VALID images (a small build) is used whole for ``train``."""
+    if split not in ("train", "valid", "train+valid"):
+        raise DiffSCMError(f"unknown --split {split!r} for Morpho-MNIST (train, valid or train+valid)")
+    if split == "train+valid" or (split == "train" and len(x) <= 2 * MORPHO_VALID):
+        return x, attrs
+    if len(x) <= 2 * MORPHO_VALID:
+        raise DiffSCMError(f"the training split has {len(x)} images: too few to hold out {MORPHO_VALID} for validation")
+    sl = slice(None, -MORPHO_VALID) if split == "train" else slice(-MORPHO_VALID, None)
+    return x[sl], {k: v[sl] for k, v in attrs.items()}
 
 
 def _stats(v: np.ndarray) -> tuple[float, float]:
@@ -167,7 +198,8 @@ def setup_training(what: str, dataset: str, *, split: str = "train", data_dir: P
         graph = None
     else:
         x_u8, attrs, digest = load_morpho_folder(data_dir, "train")
-        extra = {"dataset": dataset, "split": "train", "data": f"{data_dir} images+attributes sha256 {digest}",
+        x_u8, attrs = morpho_split(x_u8, attrs, split)
+        extra = {"dataset": dataset, "split": split, "data": f"{data_dir} images+attributes sha256 {digest}",
                  "n_images": int(len(x_u8))}
         graph = CausalGraph.from_dict(MORPHO_GRAPH)
         if target not in graph.variables or graph.variables[target].kind == "image":
@@ -202,6 +234,14 @@ def setup_training(what: str, dataset: str, *, split: str = "train", data_dir: P
         m, s = _stats(attrs[target])
         model = RegressionOracle({"target": target, "target_mean": m, "target_std": s})
         return TrainJob(model, tr.regression_oracle_loss(model), x, y, extra)
+    if what == "judge":
+        if graph is None:
+            raise DiffSCMError("the benchmark's judges score Morpho-MNIST: use --dataset morphomnist")
+        context = ["intensity"] if target == "thickness" else []
+        model = Judge({"target": target, "context": context})
+        labels = y if kind == "categorical" else \
+            torch.stack([torch.as_tensor(attrs[n], dtype=torch.float32) for n in [target] + context], 1)
+        return TrainJob(model, tr.judge_loss(model), x, labels, extra)
     if what == "classifier":
         model = Classifier({"channels": [16, 32], "hidden": 64})
         return TrainJob(model, tr.oracle_loss(model, max_shift=0), x, torch.as_tensor(attrs["digit"]), extra)

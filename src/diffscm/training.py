@@ -298,6 +298,21 @@ def regression_oracle_loss(model, max_shift: int = 2):
     return loss
 
 
+def judge_loss(model):
+    """The benchmark judges' objectives: cross-entropy (digit) or MSE on the [−1, 1]-scaled value; ``y`` holds the
+    target then the context attributes, column by column (the digit judge: the labels)."""
+    from .models.judge import to_unit
+
+    target = model.config["target"]
+
+    def loss(x0, y, gen):
+        if target == "digit":
+            return F.cross_entropy(model(x0), y)
+        y = y.float()
+        return F.mse_loss(model(x0, y[:, 1:] if model.config["context"] else None), to_unit(y[:, 0], target))
+    return loss
+
+
 def _shifted(x0: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
     if not max_shift:
         return x0

@@ -136,7 +136,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     return data.reshape(dims).copy()
 
 
-def _find_idx(data_dir: Path, stem: str) -> Path:
+def find_idx(data_dir: Path, stem: str) -> Path:
     for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
         if (data_dir / name).exists():
             return data_dir / name
@@ -144,10 +144,10 @@ def _find_idx(data_dir: Path, stem: str) -> Path:
 
 
 def _load_idx_dir(data_dir: Path) -> dict[str, np.ndarray]:
-    tr_x = read_idx(_find_idx(data_dir, "train-images-idx3-ubyte"))
-    tr_y = read_idx(_find_idx(data_dir, "train-labels-idx1-ubyte")).astype(np.int64)
-    te_x = read_idx(_find_idx(data_dir, "t10k-images-idx3-ubyte"))
-    te_y = read_idx(_find_idx(data_dir, "t10k-labels-idx1-ubyte")).astype(np.int64)
+    tr_x = read_idx(find_idx(data_dir, "train-images-idx3-ubyte"))
+    tr_y = read_idx(find_idx(data_dir, "train-labels-idx1-ubyte")).astype(np.int64)
+    te_x = read_idx(find_idx(data_dir, "t10k-images-idx3-ubyte"))
+    te_y = read_idx(find_idx(data_dir, "t10k-labels-idx1-ubyte")).astype(np.int64)
     return {
         "train_images": tr_x[:50000], "train_labels": tr_y[:50000],
         "valid_images": tr_x[50000:], "valid_labels": tr_y[50000:],

@@ -1,7 +1,7 @@
 """Morpho-MNIST (Castro et al., 2019) regenerated from real MNIST: morphometrics, perturbations, DeepSCM's data model.
 
-* :func:`measure` — thickness, intensity, slant, width, height, length, area of an image (upsampled ×4, binarised at
-  min + ½(max − min), skeleton + Euclidean distance transform);
+* :func:`measure` — thickness, intensity, slant, width, height, length, area of an image (upsampled ×4 and truncated to
+  uint8, binarised at ≥ min + ½(max − min), medial axis with its distance map — Morpho-MNIST's own procedure);
 * :func:`set_thickness` — dilate/erode the ×16-upsampled binary digit with a disk to reach a stroke thickness;
 * :func:`set_intensity` — rescale so the median foreground intensity becomes ``i`` (0–255);
 * :func:`sample_attributes` — DeepSCM's model t = 0.5 + Gamma(10, rate 5), i = 64 + 191·σ(n), n ~ N(2(t − 2.5), 0.5);
@@ -31,32 +31,87 @@ BOUND_FRAC = 0.02
 METRIC_COLUMNS = ("thickness", "intensity", "slant", "width", "height", "length", "area")
 ATTRIBUTE_COLUMNS = ("index", "digit", "thickness", "intensity")
 COMMUNITY_CSV = {"train": "train-morpho.csv", "test": "t10k-morpho.csv"}
-GENERATOR_VERSION = 1
+COMMUNITY_PREFIX = {"train": "train", "test": "t10k"}
+GENERATOR_VERSION = 2
+
+
+@lru_cache(maxsize=1)
+def _medial_axis_tables() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-image's medial-axis lookup tables (removability and cornerness of each 3×3 pattern), which
+    ``skimage.morphology.medial_axis`` rebuilds on every call (≈ 0.2 s)."""
+    from skimage.morphology import _skeletonize as sk
+
+    eight = ndimage.generate_binary_structure(2, 2)
+    pats = [sk._pattern_of(k) for k in range(512)]
+    no_centre = [sk._pattern_of(k & ~(2 ** 4)) for k in range(512)]
+    removable = (np.arange(512) & 2 ** 4).astype(bool) & (
+        np.array([ndimage.label(a, eight)[1] != ndimage.label(b, eight)[1] for a, b in zip(pats, no_centre)])
+        | np.array([p.sum() < 3 for p in pats]))
+    corner = np.array([9 - p.sum() for p in pats])
+    return np.ascontiguousarray(removable, dtype=np.uint8), corner
+
+
+def medial_axis(binary: np.ndarray, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    """``skimage.morphology.medial_axis(binary, return_distance=True, rng=seed)``, the same pixels and distances,
+    computed on the foreground's bounding box (plus a background margin) with the lookup tables built once."""
+    binary = np.asarray(binary, dtype=bool)
+    skel, dist = np.zeros_like(binary), np.zeros(binary.shape)
+    rows, cols = np.nonzero(binary.any(1))[0], np.nonzero(binary.any(0))[0]
+    if len(rows) == 0:
+        return skel, dist
+    r0, r1 = max(rows[0] - 2, 0), min(rows[-1] + 3, binary.shape[0])
+    c0, c1 = max(cols[0] - 2, 0), min(cols[-1] + 3, binary.shape[1])
+    crop = binary[r0:r1, c0:c1]
+    try:
+        from skimage.morphology._skeletonize import _table_lookup
+        from skimage.morphology._skeletonize_various_cy import _skeletonize_loop
+    except ImportError:                      # another scikit-image layout: the public function, slower
+        s, d = morphology.medial_axis(crop, return_distance=True, rng=seed)
+    else:
+        removable, corner = _medial_axis_tables()
+        d = ndimage.distance_transform_edt(crop)
+        score = _table_lookup(crop, corner)
+        i, j = np.mgrid[0:crop.shape[0], 0:crop.shape[1]]
+        tie = np.random.default_rng(seed).permutation(np.arange(crop.sum()))
+        order = np.ascontiguousarray(np.lexsort((tie, score[crop], d[crop])), dtype=np.int32)
+        out = np.ascontiguousarray(crop, np.uint8)
+        _skeletonize_loop(out, np.ascontiguousarray(i[crop], dtype=np.intp),
+                          np.ascontiguousarray(j[crop], dtype=np.intp), order, removable)
+        s = out.astype(bool)
+    skel[r0:r1, c0:c1], dist[r0:r1, c0:c1] = s, d
+    return skel, dist
 
 
 class Morphology:
-    """Binary morphology of a grayscale image at ``scale`` × resolution (bicubic pyramid upsampling)."""
+    """Binary morphology of a grayscale image at ``scale`` × resolution, as Morpho-MNIST's ``ImageMorphology``:
+    bicubic pyramid upsampling (a uint8 image is truncated back to uint8), threshold ``>=`` min + ½(max − min),
+    medial axis with its distance map."""
 
     def __init__(self, image: np.ndarray, scale: int = MEASURE_SCALE, threshold: float = THRESHOLD):
-        img = np.asarray(image, dtype=np.float64)
+        img = np.asarray(image)
         if img.ndim != 2:
             raise DiffSCMError(f"expected one 2-D image, got shape {img.shape}")
         self.scale = scale
-        self.hires = transform.pyramid_expand(img, upscale=scale, order=3) if scale > 1 else img
-        lo, hi = self.hires.min(), self.hires.max()
-        self.binary = self.hires > lo + threshold * (hi - lo)
-        self.distance = ndimage.distance_transform_edt(self.binary)
-        self.skeleton = morphology.skeletonize(self.binary)
+        if scale > 1:
+            up = 255.0 * transform.pyramid_expand(img.astype(np.float64) / 255.0, upscale=scale, order=3)
+            self.hires = up.astype(np.uint8) if img.dtype == np.uint8 else up
+        else:
+            self.hires = img
+        lo, hi = float(self.hires.min()), float(self.hires.max())
+        self.binary = self.hires >= lo + threshold * (hi - lo)
+        self.skeleton, self.distance = medial_axis(self.binary)
 
     @property
     def thickness(self) -> float:
-        """Mean stroke thickness in original pixels: 2 · mean(distance on the skeleton) / scale."""
+        """Mean stroke thickness in original pixels: 2 · mean(distance on the medial axis) / scale."""
         if not self.skeleton.any():
             return float("nan")
         return float(2.0 * self.distance[self.skeleton].mean() / self.scale)
 
     def downscale(self, hires: np.ndarray) -> np.ndarray:
-        return transform.pyramid_reduce(np.asarray(hires, dtype=np.float64), downscale=self.scale, order=1)
+        """A [0, 1] high-resolution image back to the original size as uint8 (bicubic pyramid, truncated)."""
+        down = transform.pyramid_reduce(np.asarray(hires, dtype=np.float64), downscale=self.scale, order=3)
+        return (255.0 * down).astype(np.uint8)
 
 
 def intensity(image: np.ndarray) -> float:
@@ -109,10 +164,10 @@ def _erode(binary: np.ndarray, footprint: np.ndarray) -> np.ndarray:
 
 
 def set_thickness(image: np.ndarray, target: float, scale: int = PERTURB_SCALE) -> np.ndarray:
-    """Thin or thicken the stroke to mean thickness ``target`` (px); returns a float image in [0, 1].
+    """Thin or thicken the stroke to mean thickness ``target`` (px); returns a uint8 image.
 
     The ×``scale`` binary digit is dilated or eroded with a disk of radius ⌊scale·|Δ|/2⌋ hires pixels (Δ = target −
-    measured thickness), then pyramid-downscaled — DeepSCM's procedure; morphology by FFT convolution for speed.
+    measured thickness), then pyramid-downscaled — DeepSCM's ``SetThickness``; morphology by FFT convolution for speed.
     """
     if not np.isfinite(target) or target <= 0:
         raise DiffSCMError(f"thickness must be a positive number, got {target}")
@@ -125,7 +180,7 @@ def set_thickness(image: np.ndarray, target: float, scale: int = PERTURB_SCALE) 
         hires = _dilate(m.binary, _disk(radius, scale))
     else:
         hires = _erode(m.binary, _disk(radius, scale))
-    return np.clip(m.downscale(hires.astype(np.float64)), 0.0, 1.0)
+    return m.downscale(hires.astype(np.float64))
 
 
 def set_intensity(image: np.ndarray, target: float) -> np.ndarray:
@@ -257,6 +312,36 @@ def read_community_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not np.array_equal(idx, np.arange(len(idx))):
         raise DiffSCMError(f"{path}: the index column must run 0..N-1 in order")
     return t, i
+
+
+def community_files(data_dir: str | Path, split: str) -> tuple[Path, Path, Path]:
+    """The community layout of one split: (images IDX, labels IDX, morpho CSV) paths, whether or not they exist."""
+    d, prefix = Path(data_dir), COMMUNITY_PREFIX[split]
+    return (d / f"{prefix}-images-idx3-ubyte.gz", d / f"{prefix}-labels-idx1-ubyte.gz", d / COMMUNITY_CSV[split])
+
+
+def load_community_split(data_dir: str | Path, split: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A split in the layout Morpho-MNIST is distributed in (``t10k-images-idx3-ubyte.gz``,
+    ``t10k-labels-idx1-ubyte.gz``, ``t10k-morpho.csv``; ``train-…`` likewise; the IDX files may also be
+    uncompressed): images uint8 N×28×28 and attributes {digit, thickness, intensity}."""
+    from .mnist import find_idx, read_idx
+
+    if split not in COMMUNITY_PREFIX:
+        raise DiffSCMError(f"unknown split {split!r} (use train or test)")
+    d, prefix = Path(data_dir), COMMUNITY_PREFIX[split]
+    img_file = find_idx(d, f"{prefix}-images-idx3-ubyte")
+    lab_file = find_idx(d, f"{prefix}-labels-idx1-ubyte")
+    images, labels = read_idx(img_file), read_idx(lab_file).astype(np.int64)
+    t, i = read_community_csv(d / COMMUNITY_CSV[split])
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise DiffSCMError(f"{img_file} holds images of shape {images.shape[1:]}, expected 28×28")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DiffSCMError(f"{lab_file} has {len(labels)} labels for the {len(images)} images of {img_file.name}")
+    if len(t) != len(images):
+        raise DiffSCMError(f"{d / COMMUNITY_CSV[split]} has {len(t)} rows for the {len(images)} images of {img_file.name}")
+    if labels.min() < 0 or labels.max() > 9:
+        raise DiffSCMError(f"{lab_file} has labels outside 0–9")
+    return images, {"digit": labels, "thickness": t, "intensity": i}
 
 
 def write_attributes_csv(path: Path, digits: np.ndarray, t: np.ndarray, i: np.ndarray) -> None:

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import tempfile
+import hashlib
 from pathlib import Path
 
 import torch
@@ -99,3 +100,15 @@ def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], p
                 else f"shape of {shape[0]} is {tuple(tensors[shape[0]].shape)}, expected {tuple(own[shape[0]].shape)}")
         raise DiffSCMError(f"checkpoint {path} does not match its architecture ({what})")
     module.load_state_dict(tensors)
+
+
+def weights_key(module: torch.nn.Module | None) -> str:
+    """A short fingerprint of a module's weights (names and the first 4 KiB of each tensor): part of cache keys, so
+    that a retrained model never reuses another model's cached outputs."""
+    if module is None:
+        return "none"
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes()[:4096])
+    return h.hexdigest()[:12]

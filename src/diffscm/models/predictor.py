@@ -144,9 +144,10 @@ def load_model(path: str | Path, device: torch.device | str = "cpu"):
     from .vae import VAE, Classifier
 
     from .flow import AttributeFlow
+    from .judge import Judge
 
     kinds = {**_KINDS, DiffusionModel.kind: DiffusionModel, VAE.kind: VAE, Classifier.kind: Classifier,
-             AttributeFlow.kind: AttributeFlow}
+             AttributeFlow.kind: AttributeFlow, Judge.kind: Judge}
     kind = load_config(path)["kind"]
     if kind not in kinds:
         raise DiffSCMError(f"checkpoint {path} has unknown kind {kind!r}")
