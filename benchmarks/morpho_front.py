@@ -1,0 +1,168 @@
+"""Choose the Morpho-MNIST SCM's defaults on validation images, by a rule fixed before the sweep.
+
+    python benchmarks/morpho_front.py --model morphomnist --data-dir DIR [--n 200] [--mechanisms conditional,paper]
+
+DIR: a folder written by `diffscm data morphomnist --csv-dir MORPHO_DIR --split train --out DIR` (the 60k training
+split). Validation images: the first --n of its last 2000 images, which training holds out (`--split train`); their
+true counterfactuals are rendered from their source MNIST digits. Interventions as in the counterfactual
+benchmark (one parent at a time: thickness or intensity from the training split's values in another of 9 equal bins,
+or another digit), seed 0.
+
+Selection signals — none of them is one of the benchmark's judges, which score only the test table:
+
+* thickness and intensity of the counterfactual measured with our morphometrics, against those measured on the true
+  counterfactual (under do(digit), on the factual, whose thickness and intensity do not change);
+* the SCM's clean-image digit oracle: the target digit under do(digit), the factual digit under do(t) and do(i);
+* the null intervention's L1 (0–255) and reversibility L1 (0–255), images/s.
+
+Grids (12 settings each): conditional, N ∈ {5, 10, 20} × exact inversion K ∈ {0, 1} × w ∈ {1, 2}, plus ANCHOR
+(N = 50, K = 2, w = 1: the most expensive, which only sets the floor and is never chosen); paper, N ∈ {10, 20} ×
+{ddim, exact K = 1} × s (all three parents) ∈ {2, 4, 8}.
+
+The rule, written down before the sweep:
+
+  1. keep the settings with null L1 ≤ 1.0, digit accuracy ≥ 0.95 under every intervention and reversibility ≤ 10;
+  2. score each by the mean, over do(t), do(i), do(d) and the two attributes, of its measured error divided by the
+     published HVAE's error in that column (thickness .086 / .224 / .117 px, intensity 1.99 / 3.52 / 2.10): below 1
+     is better than HVAE on average;
+  3. choose the lowest score; settings within 2% of it count as ties and the fastest of those wins. If none passes
+     step 1, the lowest score among those with null L1 ≤ 1.0.
+
+Writes docs/results/morpho_front.json and the `morpho-front` section of docs/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from diffscm.data import load_mnist
+from diffscm.data import morphomnist as mm
+from diffscm.data.mnist import cache_dir
+from diffscm.device import pick_device
+from diffscm.evaluation import classify
+from diffscm.metrics import l1_255
+from diffscm.morpho_eval import CFBENCH, CONTINUOUS, MorphoDiffSCM, MorphoProtocol, generate_morpho, true_counterfactuals
+from diffscm.report import md_table, write_section
+from diffscm.scm import SCM
+from diffscm.train_setup import MORPHO_VALID, load_morpho_folder, morpho_split
+
+ROOT = Path(__file__).resolve().parents[1]
+HVAE = {"thickness": (.086, .224, .117), "intensity": (1.99, 3.52, 2.10)}
+ANCHOR = {"mechanism": "conditional", "steps": 50, "inversion": "exact", "inversion_iters": 2, "w": 1.0}
+
+
+def grid(mechanisms) -> list[dict]:
+    out = []
+    if "conditional" in mechanisms:
+        out.append(dict(ANCHOR))
+        out += [{"mechanism": "conditional", "steps": n, "inversion": "exact", "inversion_iters": k, "w": w}
+                for n, k, w in itertools.product((5, 10, 20), (0, 1), (1.0, 2.0))]
+    if "paper" in mechanisms:
+        out += [{"mechanism": "paper", "steps": n, "inversion": inv, "inversion_iters": k, "scale": s}
+                for n, (inv, k), s in itertools.product((10, 20), (("ddim", 0), ("exact", 1)), (2.0, 4.0, 8.0))]
+    return out
+
+
+def options(scm: SCM, st: dict):
+    kw = {"mechanism": st["mechanism"], "steps": st["steps"], "ratio": 1.0, "inversion": st["inversion"],
+          "inversion_iters": st["inversion_iters"], "abduction": "factual", "clip": False, "dynamic_norm": False}
+    if st["mechanism"] == "conditional":
+        kw.update(scale=0.0, cfg_weights={n: st["w"] for n in scm.image_mechanism.diffusion.parent_names})
+    else:
+        kw.update(scale=st["scale"])
+    return scm.options(**kw)
+
+
+def score(row: dict) -> float:
+    return float(np.mean([row[f"{a}_mae_{k}"] / HVAE[a][j] for a in CONTINUOUS for j, k in enumerate(CFBENCH)]))
+
+
+def choose(rows: list[dict]) -> dict:
+    """The rule of the module docstring."""
+    ok = [r for r in rows if r["null_l1"] <= 1.0 and r["reversibility_l1"] <= 10
+          and min(r[f"digit_accuracy_{k}"] for k in CFBENCH) >= 0.95]
+    if not ok:
+        pool = [r for r in rows if r["null_l1"] <= 1.0] or rows
+        return min(pool, key=lambda r: r["score"])
+    best = min(r["score"] for r in ok)
+    return max((r for r in ok if r["score"] <= 1.02 * best), key=lambda r: r["images_per_s"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="morphomnist")
+    ap.add_argument("--data-dir", required=True, type=Path)
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--mechanisms", default="conditional,paper")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--cache", type=Path, default=cache_dir() / "evaluate_morpho")
+    args = ap.parse_args()
+    scm = SCM.from_pretrained(args.model, pick_device(args.device))
+    x_tr, a_tr, _ = load_morpho_folder(args.data_dir, "train")
+    if len(x_tr) != 60000:
+        raise SystemExit(f"{args.data_dir} holds {len(x_tr)} training images; build the full 60k split")
+    x_val, a_val = morpho_split(x_tr, a_tr, "valid")
+    src, _ = load_mnist("train+valid")
+    n = min(args.n, MORPHO_VALID)
+    x, attrs, source = x_val[:n], {k: v[:n] for k, v in a_val.items()}, src[-MORPHO_VALID:][:n]
+    pool = {k: morpho_split(x_tr, a_tr, "train")[1][k] for k in CONTINUOUS}
+    proto = MorphoProtocol(n=n, seeds=(0,), rev_seeds=(0,), comp_m=(1,), comp_n=0, protocol="cfbench")
+    rows = []
+    oracle = scm.oracles["digit"]
+    for st in grid(args.mechanisms.split(",")):
+        method = MorphoDiffSCM(scm, options(scm, st))
+        t0 = time.perf_counter()
+        gen = generate_morpho(method, scm, x, attrs, pool, proto, args.cache, progress=False)
+        if not rows:
+            true_cf = true_counterfactuals(source, gen.truth, proto, args.cache, progress=False)
+            meas_true = {k: mm.measure_batch(v) for k, v in true_cf.items()}
+            meas_x = mm.measure_batch(x)
+        row = {**st, "null_l1": float(l1_255(x, gen.comp[1]).mean())}
+        rev = []
+        for k in CFBENCH:
+            cf = gen.cf[(0, k)]
+            m_cf, m_ref = mm.measure_batch(cf), (meas_x if k == "digit" else meas_true[(0, k)])
+            for a in CONTINUOUS:
+                c = mm.METRIC_COLUMNS.index(a)
+                row[f"{a}_mae_{k}"] = float(np.nanmean(np.abs(m_cf[:, c] - m_ref[:, c])))
+            row[f"digit_accuracy_{k}"] = float((classify(oracle, cf) == gen.target[0][k]["digit"]).mean())
+            rev.append(l1_255(x, gen.rev[(0, k)]).mean())
+        row["reversibility_l1"] = float(np.mean(rev))
+        row["images_per_s"] = n / (gen.seconds["abduct"] + np.mean([gen.seconds[f"cf_0_{k}"] for k in CFBENCH]))
+        row["score"] = score(row)
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    choice = {m: choose([r for r in rows if r["mechanism"] == m and not (m == "conditional" and r["steps"] == ANCHOR["steps"])])
+              for m in ("conditional", "paper") if any(r["mechanism"] == m for r in rows)}
+    cmd = f"python benchmarks/morpho_front.py --model {args.model} --data-dir DIR --n {n} --mechanisms {args.mechanisms}"
+    out = {"n": n, "rows": rows, "choice": choice, "command": cmd}
+    (ROOT / "docs" / "results" / "morpho_front.json").write_text(json.dumps(out, indent=1) + "\n")
+    table = []
+    for r in rows:
+        ws = f"w={r['w']:g}" if "w" in r else f"s={r['scale']:g}"
+        inv = r["inversion"] + (f" K={r['inversion_iters']}" if r["inversion"] == "exact" else "")
+        table.append([r["mechanism"], r["steps"], inv, ws,
+                      " / ".join(f"{r[f'thickness_mae_{k}']:.3f}" for k in CFBENCH),
+                      " / ".join(f"{r[f'intensity_mae_{k}']:.2f}" for k in CFBENCH),
+                      " / ".join(f"{r[f'digit_accuracy_{k}']:.3f}" for k in CFBENCH),
+                      f"{r['null_l1']:.2f}", f"{r['reversibility_l1']:.2f}", f"{r['score']:.3f}", f"{r['images_per_s']:.1f}"])
+    md = ["### Morpho-MNIST: defaults chosen on validation images", "",
+          f"Command: `{cmd}` (DIR: the 60k training split built with the community values). {n} held-out validation "
+          "images; the rule is in the script's docstring. Errors measured with our morphometrics against the measured "
+          "true counterfactual; digit accuracy by the SCM's clean-image oracle (not the benchmark's judges).", "",
+          md_table(["mechanism", "N", "inversion", "w / s", "thickness MAE do(t)/do(i)/do(d)", "intensity MAE do(t)/do(i)/do(d)",
+                    "digit acc. do(t)/do(i)/do(d)", "null L1", "rev. L1", "score (÷ HVAE)", "img/s"], table), "",
+          "Chosen: " + "; ".join(f"{m}: {json.dumps({k: c[k] for k in ('steps', 'inversion', 'inversion_iters', 'w', 'scale') if k in c})}"
+                                 for m, c in choice.items())]
+    write_section(ROOT / "docs" / "RESULTS.md", "morpho-front", "\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
