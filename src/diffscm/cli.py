@@ -458,7 +458,7 @@ def evaluate(
     model: str = typer.Option("mnist", help="Shipped model name (mnist) or an SCM folder with evaluation models."),
     task: str = typer.Option("counterfactual", help="counterfactual (effectiveness, CLD, ...) or localization (Dice, AUPRC, AUROC)."),
     protocol: str = typer.Option("mnist", help="counterfactual: mnist (digit interventions on MNIST) or cfbench (the counterfactual benchmark's Morpho-MNIST protocol; needs --data-dir with the Morpho-MNIST test split)."),
-    method: list[str] = typer.Option(["diffscm"], "--method", help="counterfactual: diffscm, diffscm-reference, cvae or prototype; localization: implicit, classifier, anoddpm, vae (default all). Repeatable."),
+    method: list[str] = typer.Option(["diffscm"], "--method", help="counterfactual: diffscm, diffscm-paper, diffscm-reference, cvae or prototype (cfbench: diffscm, diffscm-paper, cvae); localization: implicit, classifier, anoddpm, vae (default all). Repeatable."),
     lesion_data: list[Path] = typer.Option([], "--lesion-data", help="localization: a dataset folder with val/test splits and masks, one per seed (repeatable)."),
     n_val: int = typer.Option(200, min=1, help="localization: validation images per seed (threshold choice)."),
     n_test: int = typer.Option(400, min=1, help="localization: test images per seed."),
