@@ -384,6 +384,19 @@ def _summ(per_seed: list[float], per_image: np.ndarray | None, sc: MorphoScorer)
     return d
 
 
+def _columns(cols: dict[str, list[np.ndarray]], sc: MorphoScorer) -> dict:
+    """Per-image columns (one array per seed) → mean over seeds with a bootstrap CI over images, n and seeds."""
+    out = {}
+    for key, vals in cols.items():
+        arr = np.stack(vals, 1)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            rows = arr.mean(1)                            # NaN if any seed has no value for that image
+            per_seed = [float(np.nanmean(arr[:, j])) for j in range(arr.shape[1])]
+        out[key] = {**_summ(per_seed, rows, sc), "n": int(arr.shape[0]), "seeds": int(arr.shape[1])}
+    return out
+
+
 def score_morpho(gen: MorphoGenerated, sc: MorphoScorer, true_cf: dict, ref_offset: np.ndarray | None = None,
                  weights: tuple[float, float] = (0.8, 0.2)) -> dict:
     """Per intervention type: true-counterfactual MAE, measured and predicted attribute errors, digit accuracy,
@@ -410,15 +423,7 @@ def score_morpho(gen: MorphoGenerated, sc: MorphoScorer, true_cf: dict, ref_offs
                 rev = gen.rev[(s, kind)]
                 cols.setdefault("reversibility_l1", []).append(l1_255(gen.x[:len(rev)], rev))
             fid.append(frechet_distance(sc.real_features, sc.features(cf)))
-        for key, vals in cols.items():
-            arr = np.stack(vals, 1)
-            with np.errstate(all="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                rows = arr.mean(1)                            # NaN if any seed has no value for that image
-                per_seed = [float(np.nanmean(arr[:, j])) for j in range(arr.shape[1])]
-            r[key] = _summ(per_seed, rows, sc)
-            r[key]["n"] = int(arr.shape[0])
-            r[key]["seeds"] = int(arr.shape[1])
+        r.update(_columns(cols, sc))
         r["fid_oracle"] = {"mean": float(np.mean(fid)), "per_seed": fid, "ci_low": float(min(fid)),
                            "ci_high": float(max(fid)), "note": "range over seeds"}
         ips = [len(gen.x) / (gen.seconds.get("abduct", 0.0) + gen.seconds[f"cf_{s}_{kind}"]) for s in seeds]
@@ -476,14 +481,7 @@ def score_cfbench(gen: MorphoGenerated, sc: MorphoScorer, true_cf: dict, ref_off
                 rev = gen.rev[(s, kind)]
                 cols.setdefault("reversibility_l1", []).append(l1_255(gen.x[:len(rev)], rev))
             kid.append(kernel_distance(sc.judge_real, sc.judge_features(cf), seed=s))
-        r: dict = {}
-        for key, vals in cols.items():
-            arr = np.stack(vals, 1)
-            with np.errstate(all="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                per_seed = [float(np.nanmean(arr[:, j])) for j in range(arr.shape[1])]
-                rows = arr.mean(1)
-            r[key] = {**_summ(per_seed, rows, sc), "n": int(arr.shape[0]), "seeds": int(arr.shape[1])}
+        r: dict = _columns(cols, sc)
         r["kid_judge"] = {"mean": float(np.mean([k[0] for k in kid])), "std": float(np.mean([k[1] for k in kid])),
                           "per_seed": [k[0] for k in kid], "ci_low": min(k[0] for k in kid),
                           "ci_high": max(k[0] for k in kid), "note": "range over seeds; subset std in 'std'"}
