@@ -27,6 +27,7 @@ from .errors import DiffSCMError
 from .harness import DiffSCMMethod, batched_apply, cached_chunks
 from .mechanisms import InferenceOptions
 from .metrics import bootstrap_ci, cld, frechet_distance, kernel_distance, l1_255
+from .models.io import weights_key
 from .scm import SCM, Exogenous, abduct_attributes, act, batch_generator
 
 INTERVENTIONS = ("thickness", "intensity", "joint")
@@ -74,7 +75,7 @@ class MorphoCVAE:
 
     def settings(self) -> dict:
         return {"method": "cvae", "latent": self.model.config["latent"], "cond": self.names,
-                "abduction": "posterior mean"}
+                "abduction": "posterior mean", "weights": weights_key(self.model)}
 
     def _y(self, attrs, sl, dev):
         return torch.stack([torch.as_tensor(np.asarray(attrs[n][sl]), dtype=torch.float32) for n in self.names], 1).to(dev)

@@ -6,6 +6,7 @@ import torch
 
 from ..data import from_model_range, to_model_range
 from ..models import VAE
+from ..models.io import weights_key
 
 
 class CVAEMethod:
@@ -21,7 +22,8 @@ class CVAEMethod:
         return next(self.model.parameters()).device
 
     def settings(self) -> dict:
-        return {"method": "cvae", "latent": self.model.config["latent"], "abduction": "posterior mean"}
+        return {"method": "cvae", "latent": self.model.config["latent"], "abduction": "posterior mean",
+                "weights": weights_key(self.model)}
 
     def abduct(self, x_u8: np.ndarray, digits: np.ndarray) -> torch.Tensor:
         out = []

@@ -22,6 +22,7 @@ import torch
 
 from ..data import from_model_range, to_model_range
 from ..models import VAE, Classifier
+from ..models.io import weights_key
 
 
 @dataclass
@@ -55,7 +56,8 @@ class PrototypeMethod:
         self.train_digits = torch.as_tensor(train_digits, device=self.dev)
 
     def settings(self) -> dict:
-        return {"method": "prototype", "optimiser": "fista", **asdict(self.p), "pool": len(self.train_enc)}
+        return {"method": "prototype", "optimiser": "fista", **asdict(self.p), "pool": len(self.train_enc),
+                "weights": f"{weights_key(self.clf)}-{weights_key(self.ae)}"}
 
     def abduct(self, x_u8: np.ndarray, digits: np.ndarray) -> torch.Tensor:
         """The 'latent' of this non-causal method is the image itself."""
