@@ -101,7 +101,7 @@ def run_sweep(args, models, proto, cache) -> None:
         table_rows.append([r["method"], f"{param} = {r[param]}", f"{r['dice']:.3f}", f"{r['auprc']:.3f}",
                            f"{r['auroc']:.3f}"])
     n_les = int(load_benchmark_split(root, "val", proto.n_val, models.label).table[models.label].sum())
-    md = ("### Lesion localisation: settings searched on validation (issue 5)\n\n"
+    md = ("### Lesion localisation: settings searched on validation\n\n"
           f"Validation split of seed 0 ({proto.n_val} images, {n_les} lesioned). Start: N = {start['steps']}, "
           f"L = {start['ratio']}, w = {start['w']}, s = {start['classifier_scale']}, dynamic normalisation "
           f"{'on' if start['dynamic_norm'] else 'off'}; one setting varied at a time, in the order of the table, each "
@@ -157,7 +157,7 @@ def run_table(args, models, proto, cache) -> None:
     for s, r in sorted(roots.items()):
         t = load_benchmark_split(r, "test", proto.n_test, models.label)
         n_les.append(int(t.table[models.label].sum()))
-    md = ("### Lesion localisation on Lesion-MNIST (issue 5)\n\n"
+    md = ("### Lesion localisation on Lesion-MNIST\n\n"
           f"Seeds {', '.join(map(str, sorted(roots)))}: each seed is its own Lesion-MNIST draw (lesions and digits); "
           f"{proto.n_val} validation images choose the Dice threshold, {proto.n_test} test images "
           f"({', '.join(map(str, n_les))} lesioned) are scored. Mean over seeds with a 95% t-interval "
@@ -195,7 +195,7 @@ def run_data(args) -> None:
             rows.append([info["seed"], split, len(ds), st["lesioned"], f"{st['mask_px_mean']:.1f} ({st['mask_px_min']}–{st['mask_px_max']})",
                          f"{dark:.2f}", f"{100 * st['lesion_pixel_fraction']:.2f}%"])
     write_text_atomic(ROOT / "docs/results/lesion_data.json", json.dumps({"command": args.command_line, "splits": stats}, indent=2) + "\n")
-    md = ("### Lesion-MNIST: the benchmark data (issue 5)\n\n"
+    md = ("### Lesion-MNIST: the benchmark data\n\n"
           "Real MNIST digits; a random half of each split gets one synthetic lesion (generator documented in "
           "`diffscm.data.lesions`: centre on a foreground pixel, elliptical, semi-axes U(2, 5) px, soft edge, smooth "
           "noise texture, dark (a textured hole in the stroke) or bright (a swelling into the background), contrast "

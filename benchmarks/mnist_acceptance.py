@@ -130,7 +130,7 @@ def main() -> None:
 
     eff = m["effectiveness"]
     rev = m["reversibility_l1"]
-    cmd = (f"python benchmarks/mnist_acceptance.py --model {args.model} --baseline-model {args.baseline_model} "
+    cmd = (f"python benchmarks/mnist_acceptance.py --model {args.model} --baseline-model OLD_SCM "
            f"--n-null {args.n_null} --n-eff {n} --seed {args.seed}")
     mech = scm.image_mechanism.mechanism(o)
     md = [
@@ -139,7 +139,10 @@ def main() -> None:
         f"Command: `{cmd}` (device {dev}, {torch.get_num_threads()} threads, {result['date']}). Defaults: {mech} "
         f"mechanism, N = {o.steps}, {o.inversion} inversion (K = {o.inversion_iters}), w = {o.cfg_weights or 1}, "
         f"s = {o.scales if mech == 'paper' else 0}, {o.abduction} abduction. Figures on the 0–255 scale; "
-        "[bootstrap 95% CI over images].",
+        "[bootstrap 95% CI over images]. OLD_SCM is the MNIST SCM this package shipped before the current one "
+        f"(diffusion weights fingerprint `{base.settings()['weights']}`): in a clone of the repository, "
+        "`git archive $(git log --format=%H -n 2 -- src/diffscm/pretrained/mnist/diffusion | tail -1) "
+        "src/diffscm/pretrained/mnist | tar -x -C old` and pass `old/src/diffscm/pretrained/mnist`.",
         "",
         md_table(["figure", "target", "measured", ""], [
             ["oracle accuracy, 10k test images", "—", f"{acc:.4f}", ""],

@@ -24,7 +24,8 @@ Diff-SCM (conditional over N × inversion × w, paper over N × inversion × s):
   2. of those, keep the ones whose KID and CLD are no worse than those of the anchor (conditional: ANCHOR; paper: its
      largest N, exact inversion, largest s) by more than one KID subset std and 0.01 CLD;
   3. choose the fastest (most images/s); if none passes step 1, the one with the highest effectiveness among
-     those with null L1 ≤ 1.0.
+     those with null L1 ≤ 1.0 (ties: the first in grid order, i.e. the smallest N, then the fewest iterations —
+     the cheapest).
 
 Prototype baseline (margin κ × prototype weight θ × L1 weight β; no null/reversibility phases: the method has no
 abduction): keep the settings with effectiveness ≥ 0.98 and choose the lowest CLD; if none passes, the highest

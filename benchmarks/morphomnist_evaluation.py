@@ -179,7 +179,7 @@ def report(out: dict, opts) -> str:
         comp.append([name, fmt(mt.get("composition_l1_1"), 2), fmt(mt.get("composition_l1_10"), 2),
                      fmt(mt["flow_intensity_mae_under_do_thickness"], 2)])
     p = out["protocol"]
-    md = ["### Morpho-MNIST: Diff-SCM vs cVAE against true counterfactuals (issue 4)", "",
+    md = ["### Morpho-MNIST: Diff-SCM vs cVAE against true counterfactuals", "",
           f"Command: `{out['command']}` on the shipped `{out['model']}` checkpoints; first {out['n']} test images, seeds "
           f"{p['seeds']} (intervention values), reversibility on seeds {p['rev_seeds']} and the first "
           f"{p['rev_n'] or out['n']} images, composition m = 10 on the first {p['comp_n']}; 95% bootstrap CIs over images "

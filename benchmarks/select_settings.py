@@ -60,7 +60,7 @@ def main() -> None:
     (ROOT / "docs" / "results" / "selection.json").write_text(json.dumps(
         {"rule": f"min CLD (0.8/0.2) s.t. effectiveness >= {FLOOR}", "chosen": chosen, "candidates": cands,
          "n": args.n, "split": "valid", "seed": args.seed}, indent=1) + "\n")
-    md = ["### Diff-SCM settings chosen by CLD on the validation split (issue 3)", "",
+    md = ["### Diff-SCM settings chosen by CLD on the validation split", "",
           f"Command: `python benchmarks/select_settings.py --model {args.model} --n {args.n} --seed {args.seed}` "
           f"({time.strftime('%Y-%m-%d')}). do(digit = random target ≠ factual) on the first {args.n} images of the "
           "held-out `valid` split (CLD's real-image pool: the rest of `valid`); rule fixed beforehand: lowest "

@@ -1,4 +1,4 @@
-"""Speed and scale (issue 6): the fast default, the quality–speed curve, training throughput, peak memory.
+"""Speed and scale: the fast default, the quality–speed curve, training throughput, peak memory.
 
     python benchmarks/speed.py select  [--model mnist] [--n 200] [--seed 0]
     python benchmarks/speed.py curve   [--model mnist] [--n 200] [--comp-n 20] [--seed 0] [--batch-size 64]
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 CANDIDATES = {(4, 1.0): [4, 8], (5, 1.0): [2, 4, 5, 6, 8], (6, 1.0): [2, 4, 5, 6, 8], (8, 1.0): [2, 4, 8]}
 # s = 5, 6 at N = 5, 6 were added after a first pass (N = 6, s = 4 fell just below the floor).
-REFERENCE_IMG_S = 1.0     # the reference implementation on a 2-core CPU (issue 6): ≈ 61 + 118 ms per step pair, batch 16
+REFERENCE_IMG_S = 1.0     # the reference implementation on a 2-core CPU: ≈ 61 + 118 ms per step pair, batch 16
 FLOOR = 0.90
 
 
@@ -288,7 +288,7 @@ def stage_table(args) -> None:
 
     sel, curve, timing, train, mem = (_load(n) for n in ("speed_select", "speed_curve", "speed_timing", "speed_train",
                                                           "speed_memory"))
-    md = ["### Speed and scale (issue 6)", ""]
+    md = ["### Speed and scale", ""]
     if sel:
         ch, ref = sel["chosen"], sel["reference"]
         md += [f"**Choosing the fast default** (validation split only; `python benchmarks/speed.py select --model "

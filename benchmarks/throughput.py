@@ -1,4 +1,4 @@
-"""Counterfactual throughput and null-intervention error against the DDIM grid size N (issue 2), into docs/RESULTS.md.
+"""Counterfactual throughput and null-intervention error against the DDIM grid size N, into docs/RESULTS.md.
 
     python benchmarks/throughput.py [--model mnist] [--batch-size 64] [--steps 10,20,50,100] [--n-null 128] [--seed 0]
 
@@ -70,7 +70,7 @@ def main() -> None:
     (ROOT / "docs" / "results" / "throughput.json").write_text(json.dumps(
         {"batch_size": bs, "device": str(scm.device), "threads": torch.get_num_threads(), "rows": raw}, indent=2) + "\n")
     md = [
-        "### Counterfactual throughput vs grid size (issue 2)",
+        "### Counterfactual throughput vs grid size",
         "",
         f"Command: `python benchmarks/throughput.py --model {args.model} --batch-size {bs} --steps {args.steps} "
         f"--n-null {args.n_null} --seed {args.seed}` (device {scm.device}, {torch.get_num_threads()} threads, "

@@ -107,7 +107,7 @@ def write(args, res: list[dict]) -> None:
     Path(args.json).write_text(json.dumps({"n": args.n, "seed": args.seed, "results": res, "best": best}, indent=1) + "\n")
     cmd = "python benchmarks/tune_morpho.py --reference ../shared/reference/morphomnist --n {} {}".format(
         args.n, " ".join(f'--grid "{g}"' for g in args.grid))
-    md = ["### Morpho-MNIST: Diff-SCM settings chosen on validation images (issue 4)", "",
+    md = ["### Morpho-MNIST: Diff-SCM settings chosen on validation images", "",
           f"Command: `{cmd}`. {args.n} MNIST-`valid` images (indices {VALID_START}+, not in the training build) rendered "
           "with the community (t, i); one draw of do(t) and do(i) values. Cells: pixel MAE vs the true counterfactual "
           "· measured thickness MAE (px) · measured intensity MAE (0–255).", "",

@@ -53,7 +53,7 @@ def main() -> None:
     (ROOT / "docs" / "results").mkdir(parents=True, exist_ok=True)
     (ROOT / "docs" / "results" / "tune_scale.json").write_text(json.dumps({"rows": raw, "chosen": chosen,
                                                                             "args": vars(args)}, indent=2) + "\n")
-    md = ["### Guidance scale chosen on the validation split (issue 2)", "",
+    md = ["### Guidance scale chosen on the validation split", "",
           f"Command: `python benchmarks/tune_scale.py --model {args.model} --scales {args.scales} --n {args.n} "
           f"--steps {args.steps} --ratio {args.ratio} --clip {args.clip} --seed {args.seed}` ({time.strftime('%Y-%m-%d')}). "
           f"do(digit = random target) on the first {args.n} images of the held-out `valid` split.", "",

@@ -285,15 +285,19 @@ def test_pack_both_mechanisms_with_their_own_defaults(monkeypatch, capsys, tiny_
                   "--predictor", tiny_conditional_scm / "predictor", "--oracle", tiny_conditional_scm / "oracle",
                   "--steps", "5", "--no-clip", "--inversion", "exact", "--inversion-iters", "1", "--w", "2",
                   "--mechanism-default", "paper:scale=4", "--mechanism-default", "paper:steps=10",
-                  "--mechanism-default", "paper:inversion=fixed-point")
-    assert res.code == 0, res
+                  "--mechanism-default", "paper:inversion=exact")
+    assert res.code == 0, res     # checked on top of the pack's --no-clip, which exact inversion needs
     scm = SCM.from_pretrained(out)
     cond, paper = scm.options(), scm.options(mechanism="paper")
     assert scm.image_mechanism.mechanism(cond) == "conditional" and cond.cfg_weights == {"digit": 2.0}
     assert (cond.steps, cond.inversion, cond.inversion_iters, cond.scales) == (5, "exact", 1, {})
-    assert (paper.steps, paper.inversion, paper.scales) == (10, "fixed-point", {"digit": 4.0})
+    assert (paper.steps, paper.inversion, paper.scales) == (10, "exact", {"digit": 4.0})
     assert scm.options(mechanism="paper", steps=3).steps == 3          # explicit options still win
     bad = tmp_path / "bad"
     res = run_cli(monkeypatch, capsys, "pack", "--out", bad, "--diffusion", tiny_conditional_scm / "diffusion",
                   "--predictor", tiny_conditional_scm / "predictor", "--mechanism-default", "paper:warp=3")
     assert_user_error(res, bad, "warp")
+    res = run_cli(monkeypatch, capsys, "pack", "--out", bad, "--diffusion", tiny_conditional_scm / "diffusion",
+                  "--predictor", tiny_conditional_scm / "predictor", "--no-clip", "--mechanism-default",
+                  "paper:inversion=exact", "--mechanism-default", "paper:clip=true")
+    assert_user_error(res, bad, "clip")

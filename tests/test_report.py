@@ -32,3 +32,9 @@ def test_training_summary_sums_resumed_segments(tmp_path):
     assert s["wall_seconds"] == 13.0 and s["steps"] == 30 and s["final_loss"] == 0.5
     assert [g["command"] for g in s["segments"]] == ["c1", "c2"] and s["command"] == "c2"
     assert training_summary(tmp_path / "missing") is None
+
+
+def test_training_summary_of_a_packed_part_is_its_record(tmp_path):
+    rec = {"steps": 7, "wall_seconds": 1.5, "final_loss": 0.2, "train": {"seed": 3}}
+    (tmp_path / "training.json").write_text(json.dumps(rec))
+    assert training_summary(tmp_path) == rec

@@ -358,8 +358,9 @@ def demo(out: Path = typer.Option(Path("outputs/demo"), help="Output folder."),
         typer.echo(f"  {k}: {v}")
 
 
-def _mechanism_defaults(items: list[str], guided: list[str]) -> dict[str, dict]:
-    """``paper:steps=20`` items -> ``{"paper": {"steps": 20}}`` (``scale`` applies to every predictor)."""
+def _mechanism_defaults(items: list[str], guided: list[str], defaults: dict | None = None) -> dict[str, dict]:
+    """``paper:steps=20`` items -> ``{"paper": {"steps": 20}}`` (``scale`` applies to every predictor); each
+    mechanism's options are checked on top of the model's ``defaults``."""
     from .mechanisms import InferenceOptions
 
     out: dict[str, dict] = {}
@@ -380,7 +381,7 @@ def _mechanism_defaults(items: list[str], guided: list[str]) -> dict[str, dict]:
         else:
             out.setdefault(mech, {})[key] = v
     for mech, d in out.items():
-        InferenceOptions(**{**d, "mechanism": mech})   # one-line error for an out-of-range value
+        InferenceOptions(**{**(defaults or {}), **d, "mechanism": mech})   # one-line error for an out-of-range value
     return out
 
 
@@ -441,7 +442,7 @@ def pack(out: Path = typer.Option(..., help="SCM folder to write."),
         if not names:
             raise DiffSCMError("--w needs a parent-conditioned diffusion model (trained with --conditional)")
         defaults["cfg_weights"] = scale_items(w, names, {}, "--w", "parent of the ε-model")
-    per_mech = _mechanism_defaults(mechanism_default, list(predictors))
+    per_mech = _mechanism_defaults(mechanism_default, list(predictors), defaults)
     pack_scm(out, spec, diffusion, predictors, defaults,
              oracles=_named_paths(oracle, "--oracle", "digit"), flows=_named_paths(flow, "--flow", None),
              overwrite=overwrite, mechanism_defaults=per_mech,

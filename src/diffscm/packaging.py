@@ -12,10 +12,12 @@ from .models.io import CONFIG_NAME, WEIGHTS_NAME, atomic_write_dir, load_config
 
 
 def training_summary(ckpt: Path) -> dict | None:
-    """Steps, wall time (summed over resumed segments) and final loss from a checkpoint's trainer state."""
+    """Steps, wall time (summed over resumed segments) and final loss from a checkpoint's trainer state; a part
+    taken from an already packed folder keeps its ``training.json``."""
     state = ckpt / "trainer_state.json"
     if not state.exists():
-        return None
+        packed = ckpt / "training.json"
+        return json.loads(packed.read_text()) if packed.exists() else None
     meta = json.loads(state.read_text())
     wall, last = 0.0, 0.0
     for rec in meta["history"]:
