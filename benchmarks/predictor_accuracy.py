@@ -37,10 +37,10 @@ def empirical_bayes_accuracy(alphas: torch.Tensor, test_u8: np.ndarray, test_y: 
     out = {}
     for t in timesteps:
         a = alphas[t].double()
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        xt, centres = a.sqrt() * x0 + (1 - a).sqrt() * noise, a.sqrt() * train
         hits = []
         for i in range(0, len(xt), 250):
-            logk = -torch.cdist(xt[i:i + 250], a.sqrt() * train) ** 2 / (2 * (1 - a))
+            logk = -torch.cdist(xt[i:i + 250], centres) ** 2 / (2 * (1 - a))
             post = torch.stack([torch.logsumexp(logk[:, ytr == k], 1) for k in range(10)], 1)
             hits.append(post.argmax(1).numpy() == test_y[i:i + 250])
         out[t] = float(np.concatenate(hits).mean())
