@@ -41,7 +41,7 @@ TARGETS = {"null_l1": 1.0, "composition_l1_10": 2.0, "effectiveness": 0.98, "per
 
 def _timed(method: DiffSCMMethod, x: np.ndarray, d: np.ndarray, targets: np.ndarray, seed: int) -> float:
     t0 = time.perf_counter()
-    method.predict(method.abduct(x, d), targets, seed)
+    method.predict(method.abduct(x, d), targets, seed, factual=d)
     return len(x) / (time.perf_counter() - t0)
 
 
@@ -138,7 +138,8 @@ def main() -> None:
         "",
         f"Command: `{cmd}` (device {dev}, {torch.get_num_threads()} threads, {result['date']}). Defaults: {mech} "
         f"mechanism, N = {o.steps}, {o.inversion} inversion (K = {o.inversion_iters}), w = {o.cfg_weights or 1}, "
-        f"s = {o.scales if mech == 'paper' else 0}, {o.abduction} abduction. Figures on the 0–255 scale; "
+        f"s = {o.scales if mech == 'paper' else 0}, {o.abduction} abduction, guidance on "
+        f"{'the intervened samples only' if o.guidance == 'intervened' else 'every sample'}. Figures on the 0–255 scale; "
         "[bootstrap 95% CI over images]. OLD_SCM is the MNIST SCM this package shipped before the current one "
         f"(diffusion weights fingerprint `{base.settings()['weights']}`): in a clone of the repository, "
         "`git archive $(git log --format=%H -n 2 -- src/diffscm/pretrained/mnist/diffusion | tail -1) "

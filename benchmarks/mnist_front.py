@@ -3,6 +3,7 @@ choice of the defaults on validation images.
 
     python benchmarks/mnist_front.py null   [--model mnist] [--n 64] [--split test]
     python benchmarks/mnist_front.py select [--model mnist] [--n 200] [--methods conditional,paper,prototype]
+                                            [--guidance all|intervened]
     python benchmarks/mnist_front.py table
 
 ``null``: mean |x − x̂| (0–255) of the null intervention — abduct, then decode under the factual digit — for the
@@ -24,8 +25,14 @@ Diff-SCM (conditional over N × inversion × w, paper over N × inversion × s):
   2. of those, keep the ones whose KID and CLD are no worse than those of the anchor (conditional: ANCHOR; paper: its
      largest N, exact inversion, largest s) by more than one KID subset std and 0.01 CLD;
   3. choose the fastest (most images/s); if none passes step 1, the one with the highest effectiveness among
-     those with null L1 ≤ 1.0 (ties: the first in grid order, i.e. the smallest N, then the fewest iterations —
-     the cheapest).
+     those with null L1 ≤ 1.0 (ties: the cheapest, i.e. the fewest network evaluations per counterfactual, see
+     ``cost``; then the first in grid order).
+
+``--guidance intervened`` runs a second grid per Diff-SCM mechanism in which the weights and scales act only on the
+intervened samples (abduction unguided; conditional: N ∈ FRONT_STEPS × exact K ∈ {0, 1} × w ∈ {1.5, 2}; paper: the
+same PAPER_GRID), and the rule above then chooses over both grids of a mechanism. Every method gets the same
+budget: the prototype baseline's second grid is PROTO_GRID_2 (``--methods prototype --guidance intervened``; it has
+no guidance, the flag only names the second round).
 
 Prototype baseline (margin κ × prototype weight θ × L1 weight β; no null/reversibility phases: the method has no
 abduction): keep the settings with effectiveness ≥ 0.98 and choose the lowest CLD; if none passes, the highest
@@ -51,9 +58,11 @@ NULL_ITERS = (0, 1, 2, 3, 6)
 FRONT_STEPS = (4, 6, 10)
 FRONT_INVERSIONS = (("exact", 0), ("exact", 1))
 FRONT_W = (1.0, 2.0)
+FRONT_W_INTERVENED = (1.5, 2.0)
 PAPER_GRID = [(10, "ddim", 0, s) for s in (2.0, 4.0, 8.0)] + [(n, "exact", 1, s) for n in (5, 10, 20)
                                                                 for s in (2.0, 4.0, 8.0)]
 PROTO_GRID = [{"kappa": k, "theta": th, "beta": b} for k in (0.0, 1.0, 5.0) for th in (10.0, 100.0) for b in (0.01, 0.1)]
+PROTO_GRID_2 = [{"kappa": k, "theta": th, "beta": b} for k in (0.5, 2.0, 10.0) for th in (1.0, 30.0) for b in (0.003, 0.03)]
 PROTO_ITERATIONS = 100
 ANCHOR = {"mechanism": "conditional", "steps": 20, "inversion": "exact", "inversion_iters": 2, "w": 1.0}
 MECHANISMS = ("conditional", "paper", "prototype")
@@ -99,24 +108,45 @@ def null_table(model: str, n: int, split: str) -> list[dict]:
     return rows
 
 
-def _settings(mechanisms) -> list[dict]:
+def _settings(mechanisms, guidance: str = "all") -> list[dict]:
     out = []
+    g = {} if guidance == "all" else {"guidance": guidance}
     if "conditional" in mechanisms:
-        out.append(dict(ANCHOR))
-        for steps, (inv, k), w in itertools.product(FRONT_STEPS, FRONT_INVERSIONS, FRONT_W):
-            out.append({"mechanism": "conditional", "steps": steps, "inversion": inv, "inversion_iters": k, "w": w})
+        if guidance == "all":
+            out.append(dict(ANCHOR))
+        for steps, (inv, k), w in itertools.product(FRONT_STEPS, FRONT_INVERSIONS,
+                                                    FRONT_W if guidance == "all" else FRONT_W_INTERVENED):
+            out.append({"mechanism": "conditional", "steps": steps, "inversion": inv, "inversion_iters": k, "w": w, **g})
     if "paper" in mechanisms:
-        out += [{"mechanism": "paper", "steps": n, "inversion": inv, "inversion_iters": k, "scale": sc}
+        out += [{"mechanism": "paper", "steps": n, "inversion": inv, "inversion_iters": k, "scale": sc, **g}
                 for n, inv, k, sc in PAPER_GRID]
     if "prototype" in mechanisms:
-        out += [{"mechanism": "prototype", **p} for p in PROTO_GRID]
+        out += [{"mechanism": "prototype", **p, **g} for p in (PROTO_GRID if guidance == "all" else PROTO_GRID_2)]
     return out
+
+
+def _round(r: dict) -> tuple[str, str]:
+    return r["mechanism"], r.get("guidance", "all")
+
+
+def cost(r: dict) -> int:
+    """Network evaluations per counterfactual (abduction + decoding) of a Diff-SCM row: ε-model passes, plus one per
+    predictor gradient. Exact abduction takes 1 + (K + 1)·N evaluations of its ε, decoding N; a classifier-free weight
+    doubles the ε passes where it acts, an anti-causal scale adds a predictor gradient."""
+    n, k = r["steps"], r["inversion_iters"] if r["inversion"] == "exact" else 0
+    abd, dec = 1 + (k + 1) * n, n
+    guided_abd = r.get("guidance", "all") == "all"
+    if r["mechanism"] == "conditional":
+        per = 2 if r["w"] != 1 else 1
+        return abd * (per if guided_abd else 1) + dec * per
+    per = 2 if r["scale"] else 1
+    return abd * (per if guided_abd else 1) + dec * per
 
 
 def _options(scm, st: dict):
     kw = {"mechanism": st["mechanism"], "steps": st["steps"], "ratio": 1.0, "inversion": st["inversion"],
           "inversion_iters": st["inversion_iters"], "clip": False, "dynamic_norm": False, "eta": 0.0,
-          "abduction": "factual"}
+          "abduction": "factual", "guidance": st.get("guidance", "all")}
     if st["mechanism"] == "conditional":
         kw.update(scale=0.0, cfg_weights={n: st["w"] for n in scm.image_mechanism.diffusion.parent_names})
     else:
@@ -131,8 +161,8 @@ def prototype_params(st: dict):
     return PrototypeParams(kappa=st["kappa"], theta=st["theta"], beta=st["beta"], iterations=PROTO_ITERATIONS)
 
 
-def select(model: str, n: int, cache: Path | None, mechanisms=MECHANISMS) -> dict:
-    """Run the grid of ``mechanisms`` on ``valid``; rows of other mechanisms already in mnist_front.json are kept."""
+def select(model: str, n: int, cache: Path | None, mechanisms=MECHANISMS, guidance: str = "all") -> dict:
+    """Run the ``guidance`` grid of ``mechanisms`` on ``valid``; other rows already in mnist_front.json are kept."""
     from diffscm.cli_evaluate import _prepare, make_method, selection_judge
     from diffscm.harness import DiffSCMMethod, EvalProtocol, generate, score
 
@@ -140,12 +170,11 @@ def select(model: str, n: int, cache: Path | None, mechanisms=MECHANISMS) -> dic
     x_all, y_all, paths, train, scorer = _prepare(scm, "valid", n, None, 1000, 10000, judge="selection")
     if "selector" not in paths:
         raise SystemExit(f"{model} has no eval/selector: the selection judge must be a classifier no method uses")
-    old = json.loads((RESULTS / "mnist_front.json").read_text()) if (RESULTS / "mnist_front.json").exists() else {}
-    rows = [r for r in old.get("rows", []) if r["mechanism"] not in mechanisms and old.get("n") == n]
+    new = []
     if "conditional" in mechanisms and not scm.image_mechanism.diffusion.parent_names:
         raise SystemExit(f"{model} has no parent-conditioned diffusion model")
     keys = ("effectiveness", "cld", "images_per_s", "reversibility_l1", "composition_l1_1")
-    for st in _settings(mechanisms):
+    for st in _settings(mechanisms, guidance):
         if st["mechanism"] == "prototype":
             method = make_method("prototype", scm, {}, paths, train, prototype_params(st))
             phases = ("counterfactual",)
@@ -157,8 +186,13 @@ def select(model: str, n: int, cache: Path | None, mechanisms=MECHANISMS) -> dic
         m = score(gen, scorer)
         row = {**st, **{k: m[k]["mean"] for k in keys if k in m},
                "kid": m["kid_oracle"]["mean"], "kid_std": m["kid_oracle"]["std"]}
-        rows.append(row)
+        new.append(row)
         print(json.dumps(row), flush=True)
+    # read the file only now, so that rounds run side by side in separate processes all keep their rows
+    old = json.loads((RESULTS / "mnist_front.json").read_text()) if (RESULTS / "mnist_front.json").exists() else {}
+    rows = [r for r in old.get("rows", []) if old.get("n") == n
+            and not (r["mechanism"] in mechanisms and r.get("guidance", "all") == guidance)] + new
+    rounds = sorted({_round(r) for r in rows})
     present = [m for m in MECHANISMS if any(r["mechanism"] == m for r in rows)]
     choice = {}
     for m in present:
@@ -168,15 +202,16 @@ def select(model: str, n: int, cache: Path | None, mechanisms=MECHANISMS) -> dic
         else:
             anchor = _anchor(rows, m)
             choice[m] = choose([r for r in mine if r is not anchor] if m == "conditional" else mine, anchor)
+    commands = sorted({f"python benchmarks/mnist_front.py select --model {model} --n {n} --methods {m}"
+                       + ("" if g == "all" else f" --guidance {g}") for m, g in rounds})
     out = {"n": n, "split": "valid", "judge": f"selection classifier ({selection_judge(paths).name})", "rows": rows,
-           "choice": choice, "command": f"python benchmarks/mnist_front.py select --model {model} --n {n} "
-                                        f"--methods {','.join(present)}"}
+           "choice": choice, "commands": commands}
     _write("mnist_front", out)
     return out
 
 
 def _anchor(rows: list[dict], mech: str) -> dict | None:
-    mine = [r for r in rows if r["mechanism"] == mech]
+    mine = [r for r in rows if r["mechanism"] == mech and r.get("guidance", "all") == "all"]
     if mech == "conditional":
         return next(r for r in mine if all(r.get(k) == v for k, v in ANCHOR.items()))
     if mech == "paper":
@@ -192,7 +227,8 @@ def choose(rows: list[dict], anchor: dict) -> dict:
     if ok:
         return max(ok, key=lambda r: r["images_per_s"])
     exact_enough = [r for r in rows if r["composition_l1_1"] <= 1.0] or rows
-    return max(exact_enough, key=lambda r: r["effectiveness"])
+    best = max(r["effectiveness"] for r in exact_enough)
+    return min((r for r in exact_enough if r["effectiveness"] == best), key=cost)  # min: first of equal cost
 
 
 def choose_prototype(rows: list[dict]) -> dict:
@@ -213,20 +249,24 @@ def table() -> str:
         lines.append("")
     front = json.loads((RESULTS / "mnist_front.json").read_text()) if (RESULTS / "mnist_front.json").exists() else None
     if front:
+        commands = front.get("commands") or [front["command"]]
         lines += [f"Quality–speed front on {front['n']} `valid` images, judged by the selection classifier "
-                  f"(`{front['command']}`):", "",
-                  "| method | N | inversion | w / s / params | effectiveness | CLD | KID ×10³ | null L1 | rev. L1 | images/s |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  f"({'; '.join(f'`{c}`' for c in commands)}):", "",
+                  "| method | guidance | N | inversion | w / s / params | effectiveness | CLD | KID ×10³ | null L1 | "
+                  "rev. L1 | evals | images/s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in front["rows"]:
             if r["mechanism"] == "prototype":
                 n_, inv, ws = "—", f"{PROTO_ITERATIONS} FISTA steps", f"κ={r['kappa']:g}, θ={r['theta']:g}, β={r['beta']:g}"
-                null, rev = "—", "—"
+                null, rev, ev, g = "—", "—", "—", "—"
             else:
                 n_, inv = r["steps"], r["inversion"] + (f" K={r['inversion_iters']}" if r["inversion"] == "exact" else "")
                 ws = f"w={r['w']:g}" if "w" in r else f"s={r['scale']:g}"
                 null, rev = f"{r['composition_l1_1']:.2f}", f"{r['reversibility_l1']:.2f}"
-            lines.append(f"| {r['mechanism']} | {n_} | {inv} | {ws} | {r['effectiveness']:.3f} | {r['cld']:.3f} | "
-                         f"{r['kid'] * 1e3:.2f} ± {r['kid_std'] * 1e3:.2f} | {null} | {rev} | {r['images_per_s']:.1f} |")
+                ev, g = str(cost(r)), r.get("guidance", "all")
+            lines.append(f"| {r['mechanism']} | {g} | {n_} | {inv} | {ws} | {r['effectiveness']:.3f} | {r['cld']:.3f} | "
+                         f"{r['kid'] * 1e3:.2f} ± {r['kid_std'] * 1e3:.2f} | {null} | {rev} | {ev} | "
+                         f"{r['images_per_s']:.1f} |")
         lines += ["", "Chosen by the rule: " + "; ".join(f"{m}: {json.dumps(c)}" for m, c in front["choice"].items()), ""]
     text = "\n".join(lines)
     (RESULTS / "mnist_front.md").write_text(text + "\n")
@@ -241,6 +281,7 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--methods", default=",".join(MECHANISMS), help="select: which grids to run (comma-separated)")
+    ap.add_argument("--guidance", default="all", choices=["all", "intervened"], help="select: which round of grids")
     a = ap.parse_args()
     torch.manual_seed(0)
     if a.stage == "null":
@@ -252,7 +293,7 @@ def main() -> None:
         bad = [m for m in mechs if m not in MECHANISMS]
         if bad:
             raise SystemExit(f"--methods {','.join(bad)}: choose from {', '.join(MECHANISMS)}")
-        select(a.model, a.n or 200, a.cache or default_cache(), mechs)
+        select(a.model, a.n or 200, a.cache or default_cache(), mechs, a.guidance)
     print(table())
 
 

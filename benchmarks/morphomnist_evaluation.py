@@ -70,10 +70,10 @@ def figure(scm: SCM, methods: dict, x: np.ndarray, attrs: dict, source: np.ndarr
         rows.append((f"{label} true", mm.render_batch(source[sl], t_true, i_true, workers=1)))
         target = counterfactual_attributes(scm, a, do_arr)
         for name, m in methods.items():
-            rows.append((f"{label} {name}", m.predict(lat[name], target, 0)))
+            rows.append((f"{label} {name}", m.predict(lat[name], target, 0, factual=a)))
     if "diffscm" in methods:
         d_new = {**a, "digit": (a["digit"] + 1) % 10}
-        rows.append(("digit+1 diffscm", methods["diffscm"].predict(lat["diffscm"], d_new, 0)))
+        rows.append(("digit+1 diffscm", methods["diffscm"].predict(lat["diffscm"], d_new, 0, factual=a)))
     out.parent.mkdir(parents=True, exist_ok=True)
     save_grid(rows, out, label_width=120,
               col_labels=[f"{d} t{t:.1f} i{i:.0f}" for d, t, i in zip(a["digit"], a["thickness"], a["intensity"])])

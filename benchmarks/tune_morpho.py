@@ -81,7 +81,7 @@ def main() -> None:
         u = latents[int(steps), ratio]
         rec = {"steps": int(steps), "ratio": ratio, "scales": opts.scales}
         for k in kinds:
-            cf = method.predict(u, target[k], args.seed)
+            cf = method.predict(u, target[k], args.seed, factual=attrs)
             m = mm.measure_batch(cf)
             rec[k] = {"true_cf_mae": float(l1_255(cf, true_img[k]).mean()),
                       "thickness_mae": float(np.nanmean(np.abs(m[:, 0] - truth[k]["thickness"]))),

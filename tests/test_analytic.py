@@ -292,6 +292,11 @@ def test_conditional_abduction_then_null_decoding_and_counterfactual():
     w = parent_free(cond_eps, src.double()[:, None], [3.0])(x, t)
     e0 = cond_eps(x, t, torch.full((B, 1), float("nan"), dtype=F64))
     torch.testing.assert_close(w, e0 + 3.0 * (cond_eps(x, t, src.double()[:, None]) - e0), rtol=0, atol=1e-12)
+    # per-sample weights: the weight acts on its own rows only, the others get the conditional ε alone
+    per = torch.where(torch.arange(B) % 3 == 0, 3.0, 1.0)[:, None]
+    mixed = parent_free(cond_eps, src.double()[:, None], per)(x, t)
+    on = (torch.arange(B) % 3 == 0).view(-1, 1, 1, 1)
+    torch.testing.assert_close(mixed, torch.where(on, w, cond_eps(x, t, src.double()[:, None])), rtol=0, atol=1e-12)
 
 
 # --------------------------------------------------------------------------------------------------------------

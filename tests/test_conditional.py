@@ -133,6 +133,40 @@ def test_exact_null_intervention_returns_the_image(tiny_conditional_scm, steps):
         assert (other - obs["image"]).abs().max() > 1e-2   # the parents do act on the image
 
 
+def test_guidance_on_the_intervened_parents_only(tiny_conditional_scm):
+    # guidance="intervened": abduction inverts the unguided ε, un-intervened samples decode with it (the image back),
+    # intervened ones decode with the weight, exactly as guidance="all" decodes the same latent
+    scm = SCM.from_pretrained(tiny_conditional_scm)
+    obs = _observed(scm)
+    opts = scm.options(steps=3, cfg_weights={"digit": 3.0}, guidance="intervened")
+    noise = abduct(scm, obs, opts)
+    unguided = scm.options(steps=3, cfg_weights={})
+    torch.testing.assert_close(noise.image, abduct(scm, obs, unguided).image, rtol=0, atol=0)
+    do = torch.where(torch.arange(6) % 2 == 0, (obs["digit"] + 1) % 10, obs["digit"])
+    out = predict(scm, noise, act(scm, obs, noise, {"digit": do}), opts)
+    kept = torch.arange(6) % 2 == 1
+    assert (out[kept] - obs["image"][kept]).abs().max() < 1e-3
+    guided_all = predict(scm, noise, {"digit": do}, scm.options(steps=3, cfg_weights={"digit": 3.0}))
+    torch.testing.assert_close(out[~kept], guided_all[~kept], rtol=0, atol=1e-5)
+    assert (out[~kept] - predict(scm, noise, {"digit": do}, unguided)[~kept]).abs().max() > 1e-3
+    with pytest.raises(DiffSCMError, match="factual parent values"):
+        scm.image_mechanism.predict(noise.image, {"digit": do}, opts)
+    with pytest.raises(DiffSCMError, match="guidance"):
+        InferenceOptions(guidance="some")
+
+
+def test_paper_mechanism_guides_only_the_intervened_samples(tiny_scm):
+    scm = SCM.from_pretrained(tiny_scm)
+    obs = _observed(scm)
+    opts = scm.options(steps=3, scale=5.0, inversion="exact", inversion_iters=1, clip=False, guidance="intervened")
+    noise = abduct(scm, obs, opts)
+    back = predict(scm, noise, act(scm, obs, noise, {}), opts)
+    assert (back - obs["image"]).abs().max() < 1e-3        # null intervention: unguided both ways
+    do = (obs["digit"] + 1) % 10
+    moved = predict(scm, noise, {"digit": do}, opts)
+    assert (moved - obs["image"]).abs().max() > 1e-3        # the predictor's gradient acts where the digit changes
+
+
 def test_conditional_mechanism_needs_factual_parents_and_a_conditional_model(tiny_conditional_scm, tiny_scm):
     scm = SCM.from_pretrained(tiny_conditional_scm)
     with pytest.raises(DiffSCMError, match="factual parents"):
@@ -246,6 +280,7 @@ def test_cli_do_file_bad_cells(monkeypatch, capsys, tiny_conditional_scm, idx_di
     (["--null", "--inversion", "newton"], ["inversion", "newton"]),
     (["--null", "--mechanism", "magic"], ["mechanism", "magic"]),
     (["--null", "--abduction", "sometimes"], ["abduction", "sometimes"]),
+    (["--null", "--guidance", "sometimes"], ["guidance", "sometimes"]),
     (["--null", "--w", "colour=2"], ["colour", "no parent of the ε-model"]),
     (["--null", "--inversion", "bdia", "--steps", "1"], ["2 steps"]),
 ])
@@ -285,13 +320,15 @@ def test_pack_both_mechanisms_with_their_own_defaults(monkeypatch, capsys, tiny_
                   "--predictor", tiny_conditional_scm / "predictor", "--oracle", tiny_conditional_scm / "oracle",
                   "--steps", "5", "--no-clip", "--inversion", "exact", "--inversion-iters", "1", "--w", "2",
                   "--mechanism-default", "paper:scale=4", "--mechanism-default", "paper:steps=10",
-                  "--mechanism-default", "paper:inversion=exact")
+                  "--mechanism-default", "paper:inversion=exact", "--guidance", "intervened",
+                  "--mechanism-default", "paper:guidance=all")
     assert res.code == 0, res     # checked on top of the pack's --no-clip, which exact inversion needs
     scm = SCM.from_pretrained(out)
     cond, paper = scm.options(), scm.options(mechanism="paper")
     assert scm.image_mechanism.mechanism(cond) == "conditional" and cond.cfg_weights == {"digit": 2.0}
     assert (cond.steps, cond.inversion, cond.inversion_iters, cond.scales) == (5, "exact", 1, {})
     assert (paper.steps, paper.inversion, paper.scales) == (10, "exact", {"digit": 4.0})
+    assert (cond.guidance, paper.guidance) == ("intervened", "all")
     assert scm.options(mechanism="paper", steps=3).steps == 3          # explicit options still win
     bad = tmp_path / "bad"
     res = run_cli(monkeypatch, capsys, "pack", "--out", bad, "--diffusion", tiny_conditional_scm / "diffusion",
@@ -301,3 +338,6 @@ def test_pack_both_mechanisms_with_their_own_defaults(monkeypatch, capsys, tiny_
                   "--predictor", tiny_conditional_scm / "predictor", "--no-clip", "--mechanism-default",
                   "paper:inversion=exact", "--mechanism-default", "paper:clip=true")
     assert_user_error(res, bad, "clip")
+    res = run_cli(monkeypatch, capsys, "pack", "--out", bad, "--diffusion", tiny_conditional_scm / "diffusion",
+                  "--predictor", tiny_conditional_scm / "predictor", "--mechanism-default", "paper:guidance=some")
+    assert_user_error(res, bad, "guidance")

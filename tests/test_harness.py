@@ -26,7 +26,7 @@ class Identity:
         self.calls += 1
         return torch.as_tensor(x_u8.copy())
 
-    def predict(self, latent, digits, seed):
+    def predict(self, latent, digits, seed, factual=None):
         self.calls += 1
         return latent.numpy().astype(np.uint8)
 
@@ -36,7 +36,7 @@ class AddOne(Identity):
 
     name = "addone"
 
-    def predict(self, latent, digits, seed):
+    def predict(self, latent, digits, seed, factual=None):
         self.calls += 1
         return np.minimum(latent.numpy().astype(np.int64) + 1, 255).astype(np.uint8)
 
@@ -82,6 +82,35 @@ def test_composition_depth_counts_applications(data):
     np.testing.assert_array_equal(gen.comp[1].astype(int) - x, 1)
     np.testing.assert_array_equal(gen.comp[10].astype(int) - x, 10)
     assert not gen.cf and not gen.rev
+
+
+class Recorder(Identity):
+    """Records (values decoded under, factual values of the latent) per predict call."""
+
+    name = "recorder"
+
+    def __init__(self):
+        super().__init__()
+        self.log = []
+
+    def abduct(self, x_u8, digits):
+        return (super().abduct(x_u8, digits), digits)
+
+    def predict(self, latent, digits, seed, factual=None):
+        x, abducted_under = latent
+        self.log.append((np.asarray(digits).copy(), np.asarray(abducted_under).copy(), np.asarray(factual).copy()))
+        return super().predict(x, digits, seed)
+
+
+def test_predict_is_told_the_values_its_latent_was_abducted_under(data):
+    # guidance on the intervened parents compares the decoding values with these factual ones
+    x, d = data
+    rec = Recorder()
+    generate(rec, x, d, EvalProtocol(n=12, seeds=(0,), comp_m=(1, 3), comp_n=12, chunk=12), progress=False)
+    assert len(rec.log) == 2 + 3     # counterfactual, reversibility, composition m = 1, 2, 3
+    for values, abducted_under, factual in rec.log:
+        assert (factual == abducted_under).all()
+    assert (rec.log[0][0] != d).all() and (rec.log[1][0] == d).all()
 
 
 def test_generation_resumes_from_cached_chunks(data, tmp_path):

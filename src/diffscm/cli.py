@@ -289,6 +289,7 @@ def counterfactual(
     inversion: Optional[str] = typer.Option(None, help="Abduction: ddim (explicit), fixed-point, exact (fixed-point + stored residuals; the null intervention returns the image) or bdia."),
     inversion_iters: Optional[int] = typer.Option(None, min=0, max=100, help="Fixed-point iterations per step (fixed-point, exact; bdia: of its first step)."),
     abduction: Optional[str] = typer.Option(None, help="factual (invert the decoding ε under the factual parents) or null (the unconditional ε)."),
+    guidance: Optional[str] = typer.Option(None, help="Where the weights and scales act: all (every sample; abduction inverts the guided ε) or intervened (only the samples whose parent value changes; abduction unguided)."),
     steps: Optional[int] = typer.Option(None, help="DDIM grid size N over [0, T)."),
     ratio: Optional[float] = typer.Option(None, help="Sampling progression ratio L: use the first floor(L*N) steps."),
     scale: list[str] = typer.Option([], "--scale", help="Guidance scale: S (every anti-causal predictor) or NAME=S (one parent; repeatable)."),
@@ -318,7 +319,7 @@ def counterfactual(
     opts = scm.options(steps=steps, ratio=ratio, scales=parse_scales(scm, scale), eta=eta, clip=clip,
                        dynamic_norm=dynamic_norm, seed=seed, batch_size=batch_size, mechanism=mechanism,
                        inversion=inversion, inversion_iters=inversion_iters, cfg_weights=parse_weights(scm, w),
-                       abduction=abduction)
+                       abduction=abduction, guidance=guidance)
     scm.image_mechanism.grid(opts)  # validates steps/ratio before any work
     scm.image_mechanism.mechanism(opts)
     per_image = None
@@ -373,7 +374,7 @@ def _mechanism_defaults(items: list[str], guided: list[str], defaults: dict | No
         if key not in field_names | {"scale"}:
             raise DiffSCMError(f"--mechanism-default {item!r}: unknown option {key!r}")
         try:
-            v = json.loads(value) if value not in ("ddim", "fixed-point", "exact", "bdia", "factual", "null") else value
+            v = value if key in ("inversion", "abduction", "guidance") else json.loads(value)
         except json.JSONDecodeError:
             raise DiffSCMError(f"--mechanism-default {item!r}: {value!r} is not a value") from None
         if key == "scale":
@@ -420,6 +421,7 @@ def pack(out: Path = typer.Option(..., help="SCM folder to write."),
          inversion: str = typer.Option("ddim", help="Default abduction: ddim, fixed-point, exact or bdia."),
          inversion_iters: int = typer.Option(3, min=0, max=100, help="Default fixed-point iterations per step."),
          w: list[str] = typer.Option([], "--w", help="Default classifier-free weight of the conditional mechanism: W or NAME=W."),
+         guidance: str = typer.Option("all", help="Default of where the weights and scales act: all or intervened."),
          mechanism_default: list[str] = typer.Option([], "--mechanism-default", help="A default of one mechanism only, MECH:KEY=VALUE (e.g. paper:steps=20, paper:scale=4); repeatable."),
          overwrite: bool = typer.Option(False)):
     """Assemble trained checkpoints into an SCM folder (weights + configs only, no trainer state)."""
@@ -432,7 +434,7 @@ def pack(out: Path = typer.Option(..., help="SCM folder to write."),
 
     scales = scale_items(scale, list(predictors), {})
     defaults = {"steps": steps, "ratio": ratio, "scales": scales, "clip": clip, "dynamic_norm": dynamic_norm,
-                "inversion": inversion, "inversion_iters": inversion_iters}
+                "inversion": inversion, "inversion_iters": inversion_iters, "guidance": guidance}
     if cfg_scale:
         defaults["cfg_scale"] = cfg_scale
     if w:
@@ -478,6 +480,7 @@ def evaluate(
     inversion: Optional[str] = typer.Option(None, help="diffscm: abduction, ddim, fixed-point, exact or bdia."),
     inversion_iters: Optional[int] = typer.Option(None, min=0, max=100, help="diffscm: fixed-point iterations per step."),
     w: Optional[float] = typer.Option(None, "--w", help="diffscm: classifier-free weight of every parent (conditional mechanism; 1 = none)."),
+    guidance: Optional[str] = typer.Option(None, help="diffscm: where the weights and scales act, all or intervened."),
     batch_size: Optional[int] = typer.Option(None, min=1),
     cache: Optional[Path] = typer.Option(None, help="Folder of resumable generation chunks (default: the diffscm cache)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write generation chunks."),
@@ -514,7 +517,8 @@ def evaluate(
         _run_cfbench_cli(model, device, method, data_dir, n, seeds, comp_n, json_out, report, overwrite,
                          None if no_cache else (cache or default_cache()), not quiet, n_boot,
                          {"steps": steps, "ratio": ratio, "scale": scale, "batch_size": batch_size,
-                          "mechanism": mechanism, "inversion": inversion, "inversion_iters": inversion_iters}, w)
+                          "mechanism": mechanism, "inversion": inversion, "inversion_iters": inversion_iters,
+                          "guidance": guidance}, w)
         return
 
     bad = [m for m in method if m not in METHODS]
@@ -528,7 +532,8 @@ def evaluate(
     scm, overrides = _prepare_evaluation(split, json_out, report, overwrite, model, device,
                                          {"steps": steps, "ratio": ratio, "scale": scale, "dynamic_norm": dynamic_norm,
                                           "batch_size": batch_size, "cfg_scale": cfg_scale, "mechanism": mechanism,
-                                          "inversion": inversion, "inversion_iters": inversion_iters}, w)
+                                          "inversion": inversion, "inversion_iters": inversion_iters,
+                                          "guidance": guidance}, w)
     scm.image_mechanism.grid(scm.options(**overrides))
     results, _, _ = run_evaluate(scm, method, overrides, n, seed_list, split, comp_n, json_out, report,
                            None if no_cache else (cache or default_cache()), data_dir, progress=not quiet, n_boot=n_boot,
@@ -620,6 +625,7 @@ def sweep(
     inversion: Optional[str] = typer.Option(None, help="diffscm: abduction, ddim, fixed-point, exact or bdia."),
     inversion_iters: Optional[int] = typer.Option(None, min=0, max=100, help="diffscm: fixed-point iterations per step."),
     w: Optional[float] = typer.Option(None, "--w", help="diffscm: classifier-free weight of every parent (conditional mechanism; 1 = none)."),
+    guidance: Optional[str] = typer.Option(None, help="diffscm: where the weights and scales act, all or intervened."),
     judge: str = typer.Option("selection", help="Who scores: selection (a classifier apart from the evaluation oracle) or oracle."),
     batch_size: Optional[int] = typer.Option(None, min=1),
     json_out: Optional[Path] = typer.Option(None, "--json"), report: Optional[Path] = typer.Option(None),
@@ -643,7 +649,7 @@ def sweep(
     scm, overrides = _prepare_evaluation(split, json_out, report, overwrite, model, device,
                                          {"steps": steps, "ratio": ratio, "scale": scale, "dynamic_norm": dynamic_norm,
                                           "batch_size": batch_size, "mechanism": mechanism, "inversion": inversion,
-                                          "inversion_iters": inversion_iters}, w)
+                                          "inversion_iters": inversion_iters, "guidance": guidance}, w)
     for v in vals:  # validate every value before any work
         if param == "w":
             _weights(scm, v)

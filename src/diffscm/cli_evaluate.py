@@ -151,8 +151,10 @@ def describe(settings: dict) -> str:
             s = f"paper, {s}"
         extra = " + dyn. norm" if settings["dynamic_norm"] else ""
         inv = settings.get("inversion", "ddim")
-        if inv == "fixed-point":
-            inv = f"fixed-point K={settings['inversion_iters']}"
+        if inv in ("fixed-point", "exact"):
+            inv = f"{inv} K={settings['inversion_iters']}"
+        if settings.get("guidance") == "intervened" and s not in ("no guidance", "conditional, w=1"):
+            extra += " on the intervened samples"
         return (f"{settings['used_steps']}+{settings['used_steps']} of N={settings['steps']}, L={settings['ratio']:g}, "
                 f"{s}{extra}, {inv} inversion")
     if settings.get("method") == "prototype":

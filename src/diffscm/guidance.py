@@ -52,7 +52,8 @@ def classifier_guided(eps_fn: EpsFn, terms: list[GuidanceTerm], alphas_cumprod: 
             with torch.inference_mode(False):  # the scales take part in the autograd of the guidance gradient
                 # clone: a target made under inference mode (e.g. an inferred label) cannot enter autograd as it is
                 ready["terms"] = [GuidanceTerm(tm.log_prob, tm.target.to(x.device).clone(),
-                                               torch.as_tensor(tm.scale, device=x.device, dtype=x.dtype)) for tm in active]
+                                               torch.as_tensor(tm.scale, device=x.device, dtype=x.dtype).clone())
+                                  for tm in active]
                 ready["sqrt_1ma"] = (1 - alphas_cumprod.to(x.device, x.dtype)).sqrt()
         eps = eps_fn(x, t)
         grad = guidance_gradient(ready["terms"], x, t)
@@ -86,33 +87,42 @@ def classifier_free(eps_fn: CondEpsFn, label: torch.Tensor, null_label: int, w: 
     return guided
 
 
-def parent_free(eps_fn: CondEpsFn, values: torch.Tensor, weights: list[float]) -> EpsFn:
+def parent_free(eps_fn: CondEpsFn, values: torch.Tensor, weights: list[float] | torch.Tensor) -> EpsFn:
     """Per-parent classifier-free guidance of a parent-conditioned ε-model ``eps_fn(x, t, values)`` (NaN = ∅):
 
     ε̂ = ε(pa*) + Σ_i (w_i − 1)·(ε(pa*) − ε(pa* with parent i set to ∅)).
 
-    ``w_i`` = 1 for every parent is the conditional model alone (one evaluation); for one parent this is
-    ε(∅) + w·(ε(y*) − ε(∅)). All needed branches share one forward pass.
+    ``weights``: one per parent, or an (N, P) tensor of per-sample weights. ``w_i`` = 1 for every parent is the
+    conditional model alone (one evaluation); for one parent this is ε(∅) + w·(ε(y*) − ε(∅)). All needed branches
+    share one forward pass, and a parent's null branch is evaluated only on the samples whose weight is not 1.
     """
-    guided_cols = [i for i, w in enumerate(weights) if w != 1.0]
-    if not guided_cols:
+    w = torch.as_tensor(weights, dtype=torch.float32)
+    w = w.expand(values.shape[0], -1) if w.ndim == 1 else w
+    if w.shape != values.shape:
+        raise ValueError(f"weights of shape {tuple(w.shape)} for parent values of shape {tuple(values.shape)}")
+    branches = [(i, rows) for i in range(w.shape[1]) if len(rows := (w[:, i] != 1.0).nonzero().flatten())]
+    if not branches:
         return lambda x, t: eps_fn(x, t, values.to(x.device))
     ready: dict = {}
-    branches = 1 + len(guided_cols)
 
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if not ready:  # the stacked value batches, built once on x's device
+        if not ready:  # the stacked value batches, rows and weights, built once on x's device
             v = values.to(x.device)
-            rows = [v]
-            for i in guided_cols:
-                vi = v.clone()
+            parts, ready["b"] = [v], []
+            for i, rows in branches:
+                rows = rows.to(x.device)
+                vi = v[rows].clone()
                 vi[:, i] = float("nan")
-                rows.append(vi)
-            ready["v"] = torch.cat(rows)
-        out = eps_fn(torch.cat([x] * branches), torch.cat([t] * branches), ready["v"]).chunk(branches)
-        eps = out[0]
-        for j, i in enumerate(guided_cols):
-            eps = eps + (weights[i] - 1.0) * (out[0] - out[j + 1])
-        return eps
+                parts.append(vi)
+                ready["b"].append((rows, (w[rows.cpu(), i] - 1.0).to(x.device, x.dtype).view(-1, 1, 1, 1)))
+            ready["v"] = torch.cat(parts)
+        rows_all = [rows for rows, _ in ready["b"]]
+        out = eps_fn(torch.cat([x] + [x[r] for r in rows_all]), torch.cat([t] + [t[r] for r in rows_all]), ready["v"])
+        eps0 = out[:len(x)]
+        delta, at = torch.zeros_like(eps0), len(x)
+        for rows, wm1 in ready["b"]:
+            delta.index_add_(0, rows, wm1 * (eps0[rows] - out[at:at + len(rows)]))
+            at += len(rows)
+        return eps0 + delta
 
     return guided

@@ -44,7 +44,9 @@ class Method(Protocol):
 
     def abduct(self, x_u8: np.ndarray, digits: np.ndarray) -> torch.Tensor: ...
 
-    def predict(self, latent: torch.Tensor, digits: np.ndarray, seed: int) -> np.ndarray: ...
+    def predict(self, latent: torch.Tensor, digits: np.ndarray, seed: int,
+                factual: np.ndarray | None = None) -> np.ndarray: ...
+    # ``factual``: the digits ``latent`` was abducted under (a method may ignore them)
 
 
 class DiffSCMMethod:
@@ -62,7 +64,8 @@ class DiffSCMMethod:
                 "dynamic_norm": o.dynamic_norm, "model": self.scm.path.name if self.scm.path else None,
                 "mechanism": self.scm.image_mechanism.mechanism(o), "inversion": o.inversion,
                 "inversion_iters": o.inversion_iters, "abduction": o.abduction, "cfg_scale": o.cfg_scale,
-                "cfg_weights": o.cfg_weights, "bdia_gamma": o.bdia_gamma, "weights": self._weights()}
+                "cfg_weights": o.cfg_weights, "bdia_gamma": o.bdia_gamma, "guidance": o.guidance,
+                "weights": self._weights()}
 
     def _weights(self) -> str:
         if not hasattr(self, "_wkey"):
@@ -76,7 +79,7 @@ class DiffSCMMethod:
             o = self.opts   # a factual abduction inverts the decoding ε under the factual digits: key on all of it
             h = hashlib.sha256(np.ascontiguousarray(x_u8).tobytes())
             h.update(np.ascontiguousarray(digits).astype(np.int64).tobytes())
-            key = (o.steps, o.ratio, o.mechanism, o.inversion, o.inversion_iters, o.abduction, o.bdia_gamma,
+            key = (o.steps, o.ratio, o.mechanism, o.inversion, o.inversion_iters, o.abduction, o.bdia_gamma, o.guidance,
                    o.cfg_scale, tuple(sorted(o.cfg_weights.items())), tuple(sorted(o.scales.items()))
                    if o.abduction == "factual" else (), h.hexdigest())
             if key in self.memo:
@@ -91,13 +94,14 @@ class DiffSCMMethod:
             self.memo[key] = u
         return u
 
-    def predict(self, latent, digits, seed):
+    def predict(self, latent, digits, seed, factual=None):
         out = []
         bs = self.opts.batch_size
         for b, i in enumerate(range(0, len(latent), bs)):
             d = torch.as_tensor(digits[i:i + bs], device=self.scm.device)
             gen = batch_generator(self.scm.device, seed, b)
-            noise = Exogenous({"digit": d}, latent[i:i + bs].to(self.scm.device))
+            fact = None if factual is None else {"digit": torch.as_tensor(factual[i:i + bs], device=self.scm.device)}
+            noise = Exogenous({"digit": d}, latent[i:i + bs].to(self.scm.device), fact)
             out.append(from_model_range(predict(self.scm, noise, {"digit": d}, self.opts, generator=gen)))
         return np.concatenate(out)
 
@@ -216,17 +220,17 @@ def _run_chunk(method: Method, x: np.ndarray, d: np.ndarray, targets: dict[int, 
     if "counterfactual" in proto.phases:
         for s in proto.seeds:
             t0 = time.perf_counter()
-            cf = method.predict(u, targets[s], s)
+            cf = method.predict(u, targets[s], s, factual=d)
             out[f"t_cf{s}"] = np.float64(time.perf_counter() - t0)
             out[f"cf_{s}"] = cf
             if "reversibility" in proto.phases:
-                out[f"rev_{s}"] = method.predict(method.abduct(cf, targets[s]), d, s)
+                out[f"rev_{s}"] = method.predict(method.abduct(cf, targets[s]), d, s, factual=targets[s])
     if "composition" in proto.phases:
-        cur, m = method.predict(u, d, seed0), 1        # x⁽¹⁾ reuses the abduction of x
+        cur, m = method.predict(u, d, seed0, factual=d), 1        # x⁽¹⁾ reuses the abduction of x
         out["comp_1"] = cur
         cur, d_deep = cur[:n_deep], d[:n_deep]          # deeper compositions on the first comp_n images only
         while len(cur) and m < max(proto.comp_m):
-            cur, m = method.predict(method.abduct(cur, d_deep), d_deep, seed0), m + 1
+            cur, m = method.predict(method.abduct(cur, d_deep), d_deep, seed0, factual=d_deep), m + 1
             if m in proto.comp_m:
                 out[f"comp_{m}"] = cur
     return out

@@ -6,6 +6,7 @@ with a model that only knows healthy images: a diffusion model from a forward-no
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -56,6 +57,7 @@ def healthy_counterfactual(mech: DiffusionImageMechanism, x: torch.Tensor, targe
     if mech.condition is None and not mech.predictors:
         raise DiffSCMError("this model has neither a conditional ε-model nor a predictor to guide towards the target")
     name = mech.condition or next(iter(mech.predictors))
+    opts = replace(opts, guidance="all")   # the factual label is unknown here: every sample is guided to the target
     u = mech.abduct(x, opts, callback) if latent is None else latent
     label = torch.full((x.shape[0],), int(target), dtype=torch.long, device=x.device)
     return mech.predict(u, {name: label}, opts, callback=callback)

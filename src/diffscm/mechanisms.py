@@ -16,6 +16,7 @@ from .schedule import ddim_grid
 MECHANISMS = ("auto", "paper", "conditional")
 INVERSIONS = ("ddim", "fixed-point", "exact", "bdia")
 ABDUCTIONS = ("factual", "null")
+GUIDANCES = ("all", "intervened")
 
 
 @dataclass
@@ -29,7 +30,12 @@ class InferenceOptions:
     per-step residuals, so decoding returns the image to float rounding) or ``bdia`` (BDIA, ``bdia_gamma``; its first
     step takes ``inversion_iters`` iterations). ``abduction``: ``factual`` inverts the very ε-function that
     decodes, under the factual parents (so the null intervention returns the image up to the inversion error);
-    ``null`` inverts the unconditional ε (as in "What is Healthy?").
+    ``null`` inverts the unconditional ε (as in "What is Healthy?"). ``guidance``: ``all`` applies the
+    classifier-free weights and anti-causal scales to every sample, and a factual abduction inverts that guided ε;
+    ``intervened`` applies each parent's weight and scale only to the samples whose value of that parent differs from
+    the factual one (elsewhere weight 1, scale 0), so abduction and un-intervened samples use the unguided ε (the
+    conditional model alone; the paper mechanism's unconditional one when ``cfg_scale`` is 0): the null intervention
+    round-trips and abduction costs one evaluation per ε.
     """
 
     steps: int = 50
@@ -47,6 +53,7 @@ class InferenceOptions:
     inversion_iters: int = 3
     abduction: str = "factual"
     bdia_gamma: float = 1.0
+    guidance: str = "all"
 
     def __post_init__(self) -> None:
         checks = [("steps", self.steps >= 1), ("ratio", 0 < self.ratio <= 1), ("eta", 0 <= self.eta <= 1),
@@ -55,7 +62,8 @@ class InferenceOptions:
         for name, ok in checks:
             if not ok:
                 raise DiffSCMError(f"{name} = {getattr(self, name)} is out of range")
-        for name, allowed in (("mechanism", MECHANISMS), ("inversion", INVERSIONS), ("abduction", ABDUCTIONS)):
+        for name, allowed in (("mechanism", MECHANISMS), ("inversion", INVERSIONS), ("abduction", ABDUCTIONS),
+                              ("guidance", GUIDANCES)):
             if getattr(self, name) not in allowed:
                 raise DiffSCMError(f"{name} {getattr(self, name)!r}: use {', '.join(allowed)}")
         if not math.isfinite(float(self.cfg_scale)):
@@ -142,17 +150,23 @@ class DiffusionImageMechanism:
             raise DiffSCMError(f"the conditional mechanism needs a value for every image parent; missing {', '.join(missing)}")
         return torch.stack([parents[n].float() for n in self.diffusion.parent_names], 1)
 
-    def base_eps(self, parents: dict[str, torch.Tensor], opts: InferenceOptions) -> EpsFn:
+    def base_eps(self, parents: dict[str, torch.Tensor], opts: InferenceOptions,
+                 changed: dict[str, torch.Tensor] | None = None) -> EpsFn:
         """The ε before anti-causal terms: ε(x, t, pa) with per-parent weights (conditional mechanism), else the
-        unconditional ε with classifier-free mixing on a label when ``cfg_scale`` ≠ 0."""
+        unconditional ε with classifier-free mixing on a label when ``cfg_scale`` ≠ 0. With ``changed`` (per parent,
+        a boolean per sample) a parent's weight applies only where it is True, and is 1 elsewhere."""
         if self.mechanism(opts) == "conditional":
             names = self.diffusion.parent_names
             unknown = sorted(set(opts.cfg_weights) - set(names))
             if unknown:
                 raise DiffSCMError(f"classifier-free weight for {', '.join(unknown)}: not a parent of the ε-model "
                                    f"({', '.join(names)})")
-            return parent_free(self.cond_eps_fn(), self.parent_values(parents),
-                               [float(opts.cfg_weights.get(n, 1.0)) for n in names])
+            values = self.parent_values(parents)
+            weights = torch.tensor([float(opts.cfg_weights.get(n, 1.0)) for n in names])
+            if changed is not None:
+                on = torch.stack([changed[n].cpu() for n in names], 1)
+                weights = torch.where(on, weights, torch.ones_like(weights))
+            return parent_free(self.cond_eps_fn(), values, weights)
         if not opts.cfg_scale:
             return self.eps_fn()
         if not self.diffusion.num_classes:
@@ -162,11 +176,29 @@ class DiffusionImageMechanism:
         label = parents[self.condition].long()
         if label.min() < 0 or label.max() >= self.diffusion.num_classes:
             raise DiffSCMError(f"{self.condition} must lie in 0..{self.diffusion.num_classes - 1} for this model")
-        return classifier_free(self.cond_eps_fn(), label, self.diffusion.null_label, opts.cfg_scale)
+        w = opts.cfg_scale
+        if changed is not None:  # w = 1 is the conditional model alone
+            w = torch.where(changed[self.condition].cpu(), torch.tensor(float(w)), torch.tensor(1.0))
+        return classifier_free(self.cond_eps_fn(), label, self.diffusion.null_label, w)
 
-    def decoding_eps(self, parents: dict[str, torch.Tensor], opts: InferenceOptions) -> EpsFn:
-        """The ε-function that decodes under ``parents``: base ε plus anti-causal guidance terms."""
-        return classifier_guided(self.base_eps(parents, opts), self.guidance_terms(parents, opts), self.alphas_cumprod)
+    def decoding_eps(self, parents: dict[str, torch.Tensor], opts: InferenceOptions,
+                     factual: dict[str, torch.Tensor] | None = None) -> EpsFn:
+        """The ε-function that decodes under ``parents``: base ε plus anti-causal guidance terms.
+
+        With ``opts.guidance == "intervened"`` the weights and scales act only where a parent's value differs from
+        its ``factual`` one (required then)."""
+        changed = None
+        if opts.guidance == "intervened":
+            if factual is None:
+                raise DiffSCMError("guidance on the intervened parents only needs the factual parent values "
+                                   "the latent was abducted under")
+            changed = {}
+            for n, v in parents.items():
+                if n not in factual:
+                    raise DiffSCMError(f"no factual value of {n} for guidance on the intervened parents")
+                changed[n] = v.float() != factual[n].to(v.device).float()
+        return classifier_guided(self.base_eps(parents, opts, changed), self.guidance_terms(parents, opts, changed),
+                                 self.alphas_cumprod)
 
     def abduct(self, x: torch.Tensor, opts: InferenceOptions,
                callback: Callable[[int], None] | None = None,
@@ -175,10 +207,11 @@ class DiffusionImageMechanism:
 
         With ``opts.abduction == "factual"`` and the factual ``parents``, the inverted ε-function is the one that
         decodes the null intervention (so prediction under the same values gives ``x`` back); otherwise the
-        unconditional ε. The latent is (N, C, H, W); (N, K+1, C, H, W) for ``exact``, (N, 2, C, H, W) for ``bdia``.
+        unconditional ε (with ``opts.guidance == "intervened"`` both are unguided). The latent is (N, C, H, W);
+        (N, K+1, C, H, W) for ``exact``, (N, 2, C, H, W) for ``bdia``.
         """
         if opts.abduction == "factual" and parents is not None:
-            eps = self.decoding_eps(parents, opts)
+            eps = self.decoding_eps(parents, opts, factual=parents)
         elif self.mechanism(opts) == "conditional":
             raise DiffSCMError("the conditional mechanism abducts under the factual parents: pass their values")
         else:
@@ -194,19 +227,24 @@ class DiffusionImageMechanism:
             iters = opts.inversion_iters if opts.inversion == "fixed-point" else 0
             return ddim_invert(eps, x.clone(), a, grid, callback, iters=iters).clone()
 
-    def guidance_terms(self, parents: dict[str, torch.Tensor], opts: InferenceOptions) -> list[GuidanceTerm]:
+    def guidance_terms(self, parents: dict[str, torch.Tensor], opts: InferenceOptions,
+                       changed: dict[str, torch.Tensor] | None = None) -> list[GuidanceTerm]:
         terms = []
         for name, predictor in self.predictors.items():
             scale = opts.scales.get(name, 0.0)
             if name in parents and scale:
+                if changed is not None:
+                    scale = changed[name].float() * scale
                 terms.append(GuidanceTerm(predictor.log_prob, parents[name], scale))
         return terms
 
     def predict(self, u: torch.Tensor, parents: dict[str, torch.Tensor], opts: InferenceOptions,
                 generator: torch.Generator | None = None,
-                callback: Callable[[int], None] | None = None) -> torch.Tensor:
-        """Decode the latent on the same grid, guided towards every image parent's (counterfactual) value."""
-        eps = self.decoding_eps(parents, opts)
+                callback: Callable[[int], None] | None = None,
+                factual: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Decode the latent on the same grid, guided towards every image parent's (counterfactual) value.
+        ``factual``: the parent values the latent was abducted under (needed by ``guidance="intervened"``)."""
+        eps = self.decoding_eps(parents, opts, factual)
         with torch.inference_mode():   # the guidance gradient re-enables autograd on its own copy of x_t
             grid = self.grid(opts)
             if opts.inversion in ("exact", "bdia"):

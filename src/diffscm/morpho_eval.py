@@ -52,12 +52,15 @@ class MorphoDiffSCM:
                                                           parents=pa(slice(i, i + bs))).cpu()
                           for i in range(0, len(x_u8), bs)])
 
-    def predict(self, latent: torch.Tensor, attrs: dict[str, np.ndarray], seed: int) -> np.ndarray:
+    def predict(self, latent: torch.Tensor, attrs: dict[str, np.ndarray], seed: int,
+                factual: dict[str, np.ndarray] | None = None) -> np.ndarray:
         bs, dev, out = self.opts.batch_size, self.scm.device, []
+        parents = self.scm.graph.image.parents
         for b, i in enumerate(range(0, len(latent), bs)):
-            pa = {k: torch.as_tensor(attrs[k][i:i + bs], device=dev) for k in self.scm.graph.image.parents}
+            pa = {k: torch.as_tensor(attrs[k][i:i + bs], device=dev) for k in parents}
+            fact = None if factual is None else {k: torch.as_tensor(factual[k][i:i + bs], device=dev) for k in parents}
             gen = batch_generator(dev, seed, b)
-            img = self.scm.image_mechanism.predict(latent[i:i + bs].to(dev), pa, self.opts, gen)
+            img = self.scm.image_mechanism.predict(latent[i:i + bs].to(dev), pa, self.opts, gen, factual=fact)
             out.append(from_model_range(img))
         return np.concatenate(out)
 
@@ -88,7 +91,7 @@ class MorphoCVAE:
                 out.append(self.model.encode(to_model_range(x_u8[sl]).to(dev), self._y(attrs, sl, dev))[0].cpu())
         return torch.cat(out)
 
-    def predict(self, latent, attrs, seed):
+    def predict(self, latent, attrs, seed, factual=None):
         dev, out = next(self.model.parameters()).device, []
         with torch.inference_mode():
             for i in range(0, len(latent), self.batch_size):
@@ -266,19 +269,20 @@ def generate_morpho(method, scm: SCM, x_u8: np.ndarray, attrs: dict[str, np.ndar
             for kind in proto.interventions:
                 tg = {k: v[sl] for k, v in target[s][kind].items()}
                 t0 = time.perf_counter()
-                cf = method.predict(u, tg, s)
+                cf = method.predict(u, tg, s, factual=a)
                 out[f"t_cf_{s}_{kind}"] = np.float64(time.perf_counter() - t0)
                 out[f"cf_{s}_{kind}"] = cf
                 n_rev = len(x) if proto.rev_n is None else max(0, min(proto.rev_n - start, len(x)))
                 if s in proto.rev_seeds and n_rev:
                     tr = {k: v[:n_rev] for k, v in tg.items()}
-                    out[f"rev_{s}_{kind}"] = method.predict(method.abduct(cf[:n_rev], tr), {k: v[:n_rev] for k, v in a.items()}, s)
-        cur = method.predict(u, a, proto.seeds[0])
+                    out[f"rev_{s}_{kind}"] = method.predict(method.abduct(cf[:n_rev], tr),
+                                                            {k: v[:n_rev] for k, v in a.items()}, s, factual=tr)
+        cur = method.predict(u, a, proto.seeds[0], factual=a)
         out["comp_1"] = cur
         n_deep = max(0, min(proto.comp_n - start, len(x)))
         cur, a_deep, m = cur[:n_deep], {k: v[:n_deep] for k, v in a.items()}, 1
         while len(cur) and m < max(proto.comp_m):
-            cur, m = method.predict(method.abduct(cur, a_deep), a_deep, proto.seeds[0]), m + 1
+            cur, m = method.predict(method.abduct(cur, a_deep), a_deep, proto.seeds[0], factual=a_deep), m + 1
             if m in proto.comp_m:
                 out[f"comp_{m}"] = cur
         return out

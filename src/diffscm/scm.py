@@ -28,10 +28,12 @@ PRETRAINED = ("mnist", "morphomnist", "lesion-mnist")
 
 @dataclass
 class Exogenous:
-    """Abducted noise: one tensor per attribute and the image latent."""
+    """Abducted noise: one tensor per attribute, the image latent and the factual image-parent values it was
+    abducted under (guidance on the intervened parents compares the counterfactual values with them)."""
 
     attributes: dict[str, torch.Tensor]
     image: torch.Tensor
+    parents: dict[str, torch.Tensor] | None = None
 
 
 class SCM:
@@ -238,7 +240,7 @@ def abduct(scm: SCM, observed: dict[str, torch.Tensor], opts: InferenceOptions,
     attrs = abduct_attributes(scm, observed)
     parents = {p: observed[p] for p in scm.graph.image.parents}
     u = scm.image_mechanism.abduct(observed[scm.image_name], opts, callback, parents=parents)
-    return Exogenous(attrs, u)
+    return Exogenous(attrs, u, parents)
 
 
 def abduct_attributes(scm: SCM, observed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -288,7 +290,7 @@ def predict(scm: SCM, noise: Exogenous, values: dict[str, torch.Tensor], opts: I
             generator: torch.Generator | None = None, callback: Callable[[int], None] | None = None) -> torch.Tensor:
     """Prediction: decode the image latent under the counterfactual values of all the image's parents."""
     parents = {p: values[p] for p in scm.graph.image.parents}
-    return scm.image_mechanism.predict(noise.image, parents, opts, generator, callback)
+    return scm.image_mechanism.predict(noise.image, parents, opts, generator, callback, factual=noise.parents)
 
 
 def resolve_model(name_or_path: str | Path) -> Path:

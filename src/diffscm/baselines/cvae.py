@@ -34,7 +34,7 @@ class CVAEMethod:
                 out.append(self.model.encode(x, y)[0].cpu())
         return torch.cat(out)
 
-    def predict(self, latent: torch.Tensor, digits: np.ndarray, seed: int) -> np.ndarray:
+    def predict(self, latent: torch.Tensor, digits: np.ndarray, seed: int, factual=None) -> np.ndarray:
         out = []
         with torch.inference_mode():
             for i in range(0, len(latent), self.batch_size):

@@ -78,7 +78,7 @@ class PrototypeMethod:
                 out[rows] = pool[idx].mean(1)
         return out
 
-    def predict(self, latent: torch.Tensor, digits: np.ndarray, seed: int) -> np.ndarray:
+    def predict(self, latent: torch.Tensor, digits: np.ndarray, seed: int, factual=None) -> np.ndarray:
         out = [self._explain(latent[i:i + self.p.batch_size].to(self.dev),
                              torch.as_tensor(digits[i:i + self.p.batch_size], device=self.dev))
                for i in range(0, len(latent), self.p.batch_size)]
