@@ -267,7 +267,11 @@ def table() -> str:
             lines.append(f"| {r['mechanism']} | {g} | {n_} | {inv} | {ws} | {r['effectiveness']:.3f} | {r['cld']:.3f} | "
                          f"{r['kid'] * 1e3:.2f} ± {r['kid_std'] * 1e3:.2f} | {null} | {rev} | {ev} | "
                          f"{r['images_per_s']:.1f} |")
-        lines += ["", "Chosen by the rule: " + "; ".join(f"{m}: {json.dumps(c)}" for m, c in front["choice"].items()), ""]
+        lines += ["", "evals: network evaluations per counterfactual (abduction + decoding; see `cost`). images/s as "
+                  "measured during each round (rounds ran with different thread counts, some side by side): compare "
+                  "within a round only; the rule breaks ties by evals, not images/s. The prototype's second round is "
+                  "PROTO_GRID_2 (it has no guidance).", "",
+                  "Chosen by the rule: " + "; ".join(f"{m}: {json.dumps(c)}" for m, c in front["choice"].items()), ""]
     text = "\n".join(lines)
     (RESULTS / "mnist_front.md").write_text(text + "\n")
     return text

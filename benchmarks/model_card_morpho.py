@@ -43,7 +43,7 @@ def main() -> None:
              "Graph (DeepSCM's): `thickness` → `intensity`; `digit`, `thickness`, `intensity` → `image` (28×28, one "
              "channel, [−1, 1]). Supports: thickness [0.5, 7], intensity [64, 255], digit 0…9.", "",
              f"Default inference options (`scm.json`): `{json.dumps(scm['defaults'])}`.", "",
-             "Training data: `diffscm data morphomnist --csv-dir ../shared/reference/morphomnist --split train "
+             "Training data: `diffscm data morphomnist --csv-dir MORPHO_DIR --split train "
              "--limit 12000 --out runs/morpho/data` — the first 12 000 MNIST training digits re-rendered with the "
              "community (t, i) values (our generator; see docs/RESULTS.md for its agreement with the official images). "
              "The test split is never used for training or tuning.", ""]

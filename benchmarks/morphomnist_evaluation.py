@@ -1,8 +1,10 @@
 """Morpho-MNIST comparison: Diff-SCM vs the DeepSCM-style cVAE, scored against true counterfactuals.
 
-    diffscm data morphomnist --csv-dir ../shared/reference/morphomnist --split test --out data/morphomnist
-    diffscm data morphomnist --csv-dir ../shared/reference/morphomnist --split train --limit 12000 --out data/morphomnist
+    diffscm data morphomnist --csv-dir MORPHO_DIR --split test --out data/morphomnist
+    diffscm data morphomnist --csv-dir MORPHO_DIR --split train --limit 12000 --out data/morphomnist
     python benchmarks/morphomnist_evaluation.py --data-dir data/morphomnist --n 1000 --seeds 0,1,2
+
+MORPHO_DIR: the community files of the Morpho-MNIST release (github.com/dccastro/Morpho-MNIST).
 
 Both methods share the SCM's flows for the counterfactual parents and are evaluated identically: do(thickness),
 do(intensity) and the joint do(thickness, intensity) with values drawn from the test set in another of 9 bins; the true

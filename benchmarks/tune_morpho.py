@@ -1,7 +1,9 @@
 """Choose Diff-SCM's Morpho-MNIST inference settings on held-out *validation* images (never the test split).
 
-    python benchmarks/tune_morpho.py --model morphomnist --reference ../shared/reference/morphomnist --n 100 \
+    python benchmarks/tune_morpho.py --model morphomnist --reference MORPHO_DIR --n 100 \
         --grid "20@0.5:4,4,4" --grid "20@0.5:4,8,8" ...
+
+MORPHO_DIR: the community files of the Morpho-MNIST release (github.com/dccastro/Morpho-MNIST).
 
 Validation images: MNIST training images 50000.. (the MNIST `valid` part, outside our 12k Morpho-MNIST training build),
 rendered with the community (t, i) of train-morpho.csv. For each setting "N:s_digit,s_thickness,s_intensity" it runs
@@ -105,7 +107,7 @@ def write(args, res: list[dict]) -> None:
     best = min(res, key=lambda r: r["score"])
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"n": args.n, "seed": args.seed, "results": res, "best": best}, indent=1) + "\n")
-    cmd = "python benchmarks/tune_morpho.py --reference ../shared/reference/morphomnist --n {} {}".format(
+    cmd = "python benchmarks/tune_morpho.py --reference MORPHO_DIR --n {} {}".format(
         args.n, " ".join(f'--grid "{g}"' for g in args.grid))
     md = ["### Morpho-MNIST: Diff-SCM settings chosen on validation images", "",
           f"Command: `{cmd}`. {args.n} MNIST-`valid` images (indices {VALID_START}+, not in the training build) rendered "

@@ -148,12 +148,13 @@ def card_parts(pack: Path, parts: list[str], prose: dict[str, str]) -> tuple[lis
         rows.append([part, f"{n_params / 1e6:.3f} M", f"{size_mb:.2f} MB", tr["steps"], tr["train"]["batch_size"],
                      tr["train"]["lr"], f"{tr['wall_seconds'] / 60:.1f} min", f"{tr['final_loss']:.4f}"])
         lines += [f"## {part}", "", prose.get(part, ""), "",
-                  f"- data: {tr.get('data')}" + (f" (rows where {tr['where']})" if tr.get("where") else ""),
+                  f"- data: {tr.get('data') or 'not recorded'}" + (f" (rows where {tr['where']})" if tr.get("where") else "")
+                  + (f", split `{tr['split']}`" if tr.get("split") else ""),
                   f"- seed {tr['train']['seed']}; AdamW, lr {tr['train']['lr']} (warm-up {tr['train']['warmup']}), "
                   f"batch {tr['train']['batch_size']}, grad-clip {tr['train']['grad_clip']}"
                   + (f", EMA {tr['train']['ema_decay']}" if tr["train"].get("ema_decay") else ""),
                   "- commands:"]
-        for seg in tr.get("segments") or []:
+        for seg in tr.get("segments") or [{"command": tr.get("command"), "start_step": 0, "end_step": tr["steps"]}]:
             threads = f", {seg['torch_threads']} torch threads" if "torch_threads" in seg else ""
             lines.append(f"  - `{seg['command']}` (steps {seg['start_step']}→{seg['end_step']}{threads})")
         lines += [f"- wall time {tr['wall_seconds'] / 60:.1f} min on {tr.get('device', 'cpu')} ({platform.machine()}, "
