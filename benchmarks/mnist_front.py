@@ -135,12 +135,8 @@ def cost(r: dict) -> int:
     doubles the ε passes where it acts, an anti-causal scale adds a predictor gradient."""
     n, k = r["steps"], r["inversion_iters"] if r["inversion"] == "exact" else 0
     abd, dec = 1 + (k + 1) * n, n
-    guided_abd = r.get("guidance", "all") == "all"
-    if r["mechanism"] == "conditional":
-        per = 2 if r["w"] != 1 else 1
-        return abd * (per if guided_abd else 1) + dec * per
-    per = 2 if r["scale"] else 1
-    return abd * (per if guided_abd else 1) + dec * per
+    per = 2 if (r["w"] != 1 if r["mechanism"] == "conditional" else r["scale"]) else 1
+    return abd * (per if r.get("guidance", "all") == "all" else 1) + dec * per
 
 
 def _options(scm, st: dict):
