@@ -135,7 +135,7 @@ def cost(r: dict) -> int:
     doubles the ε passes where it acts, an anti-causal scale adds a predictor gradient."""
     n, k = r["steps"], r["inversion_iters"] if r["inversion"] == "exact" else 0
     abd, dec = 1 + (k + 1) * n, n
-    per = 2 if (r["w"] != 1 if r["mechanism"] == "conditional" else r["scale"]) else 1
+    per = 1 + int(r["mechanism"] == "conditional" and r["w"] != 1) + int(bool(r.get("scale")))
     return abd * (per if r.get("guidance", "all") == "all" else 1) + dec * per
 
 
