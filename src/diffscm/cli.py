@@ -198,7 +198,7 @@ def train(what: TrainWhat = typer.Argument(..., help="diffusion, predictor, orac
           ema_decay: str = typer.Option("0.999", help="Diffusion: EMA decay of the sampling weights, or auto (matched to --steps: 1 − 10/steps within [0.99, 0.9999])."),
           latent: int = typer.Option(16, min=1, help="VAE/cVAE/autoencoder: latent dimension."),
           save_every: int = typer.Option(250, min=1), device: str = typer.Option("auto"),
-          mixed_precision: str = typer.Option("no", help="bf16: the loss under bf16 autocast (for GPUs; weights stay float32)."),
+          mixed_precision: str = typer.Option("no", help="bf16: the loss under bf16 autocast (GPUs, or CPUs with native bf16; weights stay float32)."),
           quiet: bool = typer.Option(False, help="No progress bar.")):
     """Train a model with resumable, atomic checkpoints. Data-parallel over several processes or GPUs when started
     with `torchrun --nproc_per_node K -m diffscm.cli train …` or `accelerate launch -m diffscm.cli train …`."""
