@@ -1,7 +1,7 @@
 #!/bin/bash
 # Parent-conditioned Morpho-MNIST diffusion model (resumable).
 set -e
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.."   # run from runs/morpho/ (see ../README.md)
 source .venv/bin/activate
 export OMP_NUM_THREADS=${THREADS:-1}
 diffscm train diffusion --dataset morphomnist --data-dir data/morphomnist --conditional --cond-dropout 0.2 \

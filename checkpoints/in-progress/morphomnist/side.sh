@@ -1,7 +1,7 @@
 #!/bin/bash
 # Judges, flows, oracles, VAE/cVAE and predictors of the Morpho-MNIST SCM, one after another (resumable).
 set -e
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.."   # run from runs/morpho/ (see ../README.md)
 source .venv/bin/activate
 export OMP_NUM_THREADS=1
 D="--dataset morphomnist --data-dir data/morphomnist --seed 0 --quiet --resume"
