@@ -343,3 +343,11 @@ def test_pack_both_mechanisms_with_their_own_defaults(monkeypatch, capsys, tiny_
     res = run_cli(monkeypatch, capsys, "pack", "--out", bad, "--diffusion", tiny_conditional_scm / "diffusion",
                   "--predictor", tiny_conditional_scm / "predictor", "--mechanism-default", "paper:guidance=some")
     assert_user_error(res, bad, "guidance")
+    per_parent = tmp_path / "per-parent"
+    res = run_cli(monkeypatch, capsys, "pack", "--out", per_parent, "--diffusion", tiny_conditional_scm / "diffusion",
+                  "--predictor", tiny_conditional_scm / "predictor", "--mechanism-default", 'paper:scales={"digit": 6}')
+    assert res.code == 0, res
+    assert SCM.from_pretrained(per_parent).options(mechanism="paper").scales == {"digit": 6.0}
+    res = run_cli(monkeypatch, capsys, "pack", "--out", bad, "--diffusion", tiny_conditional_scm / "diffusion",
+                  "--predictor", tiny_conditional_scm / "predictor", "--mechanism-default", 'paper:scales={"hue": 2}')
+    assert_user_error(res, bad, "scales")

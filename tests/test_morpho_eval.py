@@ -87,6 +87,20 @@ def test_generate_score_and_resume(small_world, tmp_path):
         assert np.array_equal(again.cf[(0, "joint")], gen.cf[(0, "joint")])
 
 
+def test_generation_cache_is_keyed_by_the_targets(small_world, tmp_path):
+    """Targets come from the SCM's flows and the drawn values: other targets must never read cached images."""
+    scm, x, attrs, pool, _ = small_world
+    proto = MorphoProtocol(n=len(x), seeds=(0,), rev_seeds=(), comp_m=(1,), comp_n=0, chunk=6, protocol="cfbench")
+    m = MorphoCVAE(load_model(scm.path / "eval" / "cvae"))
+    first = generate_morpho(m, scm, x, attrs, pool, proto, tmp_path, progress=False)
+    shifted = {k: v + (0.3 if k == "thickness" else 9.0) for k, v in pool.items()}
+    second = generate_morpho(m, scm, x, attrs, shifted, proto, tmp_path, progress=False)
+    assert len(list(tmp_path.glob("cvae-*"))) == 2
+    tg = second.target[0]["thickness"]
+    assert not np.allclose(tg["thickness"], first.target[0]["thickness"]["thickness"])
+    assert np.array_equal(second.cf[(0, "thickness")], m.predict(m.abduct(x, attrs), tg, 0))
+
+
 def test_true_counterfactual_scores_zero_against_itself(small_world):
     _, x, attrs, pool, src = small_world
     from diffscm.metrics import l1_255

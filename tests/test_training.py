@@ -115,3 +115,15 @@ def test_bf16_autocast_trains_and_is_recorded(tmp_path):
     with pytest.raises(DiffSCMError, match="mixed precision 'fp8'"):
         quiet_fit(model, tr.predictor_loss(model, make_alphas_cumprod().float()), x, y, cfg, tmp_path / "q",
                   mixed_precision="fp8")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_native_bf16_warns(tmp_path, monkeypatch, native):
+    monkeypatch.setattr(tr, "cpu_has_native_bf16", lambda: native)
+    model = NoiseAwarePredictor({"channels": [8, 16], "temb_dim": 16, "groups": 4, "num_classes": 2})
+    x, y = toy_data(16)
+    logs = []
+    tr.fit(model, tr.predictor_loss(model, make_alphas_cumprod().float()), x, y,
+           tr.TrainConfig(steps=1, batch_size=8, warmup=1), tmp_path / "p", log=logs.append, quiet=True,
+           mixed_precision="bf16")
+    assert any("no native bf16" in s for s in logs) == (not native)

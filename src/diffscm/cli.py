@@ -360,8 +360,8 @@ def demo(out: Path = typer.Option(Path("outputs/demo"), help="Output folder."),
 
 
 def _mechanism_defaults(items: list[str], guided: list[str], defaults: dict | None = None) -> dict[str, dict]:
-    """``paper:steps=20`` items -> ``{"paper": {"steps": 20}}`` (``scale`` applies to every predictor); each
-    mechanism's options are checked on top of the model's ``defaults``."""
+    """``paper:steps=20`` items -> ``{"paper": {"steps": 20}}`` (``scale`` applies to every predictor, ``scales`` takes
+    a JSON object of per-parent scales); each mechanism's options are checked on top of the model's ``defaults``."""
     from .mechanisms import InferenceOptions
 
     out: dict[str, dict] = {}
@@ -370,7 +370,7 @@ def _mechanism_defaults(items: list[str], guided: list[str], defaults: dict | No
         key, eq, value = rest.partition("=")
         if not sep or not eq or mech not in ("paper", "conditional"):
             raise DiffSCMError(f"bad --mechanism-default {item!r}: use paper:KEY=VALUE or conditional:KEY=VALUE")
-        field_names = set(InferenceOptions.__dataclass_fields__) - {"mechanism", "scales", "cfg_weights"}
+        field_names = set(InferenceOptions.__dataclass_fields__) - {"mechanism", "cfg_weights"}
         if key not in field_names | {"scale"}:
             raise DiffSCMError(f"--mechanism-default {item!r}: unknown option {key!r}")
         try:
@@ -379,6 +379,11 @@ def _mechanism_defaults(items: list[str], guided: list[str], defaults: dict | No
             raise DiffSCMError(f"--mechanism-default {item!r}: {value!r} is not a value") from None
         if key == "scale":
             out.setdefault(mech, {})["scales"] = {n: float(v) for n in guided}
+        elif key == "scales":
+            if not isinstance(v, dict) or not set(v) <= set(guided):
+                raise DiffSCMError(f"--mechanism-default {item!r}: scales must be a JSON object over the predictors "
+                                   f"({', '.join(guided)})")
+            out.setdefault(mech, {})["scales"] = {n: float(x) for n, x in v.items()}
         else:
             out.setdefault(mech, {})[key] = v
     for mech, d in out.items():
@@ -422,7 +427,7 @@ def pack(out: Path = typer.Option(..., help="SCM folder to write."),
          inversion_iters: int = typer.Option(3, min=0, max=100, help="Default fixed-point iterations per step."),
          w: list[str] = typer.Option([], "--w", help="Default classifier-free weight of the conditional mechanism: W or NAME=W."),
          guidance: str = typer.Option("all", help="Default of where the weights and scales act: all or intervened."),
-         mechanism_default: list[str] = typer.Option([], "--mechanism-default", help="A default of one mechanism only, MECH:KEY=VALUE (e.g. paper:steps=20, paper:scale=4); repeatable."),
+         mechanism_default: list[str] = typer.Option([], "--mechanism-default", help="A default of one mechanism only, MECH:KEY=VALUE (e.g. paper:steps=20, paper:scale=4, paper:scales='{\"digit\": 8}'); repeatable."),
          overwrite: bool = typer.Option(False)):
     """Assemble trained checkpoints into an SCM folder (weights + configs only, no trainer state)."""
     from .graph import MNIST_GRAPH, CausalGraph

@@ -215,6 +215,12 @@ def _folder(cache: Path | None, name: str, blob: dict) -> Path | None:
     return folder
 
 
+def _values_hash(values: dict) -> str:
+    """Fingerprint of per-seed, per-intervention attribute values (rounded to 6 decimals)."""
+    return hashlib.sha256(json.dumps({str(s): {k: {n: np.round(v, 6).tolist() for n, v in d.items()}
+                                               for k, d in t.items()} for s, t in values.items()}).encode()).hexdigest()
+
+
 def plan(scm: SCM, attrs: dict[str, np.ndarray], pool: dict[str, np.ndarray], seeds,
          protocol: str = "bins") -> tuple[dict, dict, dict]:
     """do() values, the SCM's counterfactual parents and the true ones, per seed and intervention type."""
@@ -233,8 +239,7 @@ def true_counterfactuals(source_digits: np.ndarray, truth: dict, proto: MorphoPr
     """render(d, t', i') of every (seed, intervention), cached by chunk (shared over the ranks of ``top``)."""
     blob = {"truth": True, "n": proto.n, "seeds": list(proto.seeds), "chunk": proto.chunk, "generator": mm.GENERATOR_VERSION,
             "interventions": list(proto.interventions),
-            "values": hashlib.sha256(json.dumps({str(s): {k: {n: np.round(v, 6).tolist() for n, v in d.items()}
-                                                        for k, d in t.items()} for s, t in truth.items()}).encode()).hexdigest()}
+            "values": _values_hash(truth)}
     folder = _folder(cache, "truth", blob)
 
     def run(sl, _start):
@@ -257,7 +262,9 @@ def generate_morpho(method, scm: SCM, x_u8: np.ndarray, attrs: dict[str, np.ndar
     multi-process ``top`` the chunks are shared out over the ranks (:func:`diffscm.harness.cached_chunks`)."""
     do, target, truth = plan(scm, attrs, pool, proto.seeds, proto.protocol)
     gen = MorphoGenerated(x_u8, attrs, do, target, truth)
-    folder = _folder(cache, method.name, {"method": method.settings(), "protocol": proto.key()})
+    # the targets come from the SCM's flows: a repacked SCM with other flows must not reuse these images
+    folder = _folder(cache, method.name, {"method": method.settings(), "protocol": proto.key(),
+                                          "targets": _values_hash(target)})
 
     def run(sl, start):
         out: dict[str, np.ndarray] = {}
@@ -581,10 +588,11 @@ def load_judges(scm: SCM) -> dict:
 
 def run_cfbench(scm: SCM, methods: dict, data_dir: Path, n: int, seeds: tuple[int, ...], comp_n: int,
                 cache: Path | None, progress: bool = True, n_boot: int = 1000, workers: int | None = None,
-                top: Topology | None = None) -> dict:
+                top: Topology | None = None, rev_n: int | None = None) -> dict:
     """The counterfactual benchmark on the first ``n`` Morpho-MNIST test images of ``data_dir`` (either layout):
     generate (cached, resumable), render and measure the true counterfactuals, score every method. The test
-    images after the first ``n`` are KID's real set; the whole test split is CLD's real pool."""
+    images after the first ``n`` are KID's real set; the whole test split is CLD's real pool. Reversibility (not one
+    of the benchmark's columns, and half the generation cost) on the first ``rev_n`` images only (None: all)."""
     from .data import load_mnist
     from .models import load_model
     from .train_setup import load_morpho_folder
@@ -600,7 +608,8 @@ def run_cfbench(scm: SCM, methods: dict, data_dir: Path, n: int, seeds: tuple[in
         raise DiffSCMError(f"model {scm.path} lacks the unconditional VAE of CLD (scm.json 'evaluation': vae)")
     x, attrs, source = x_test[:n], {k: v[:n] for k, v in a_test.items()}, src_test[:n]
     pool = {k: a_test[k] for k in CONTINUOUS}
-    proto = MorphoProtocol(n=n, seeds=tuple(seeds), rev_seeds=tuple(seeds), comp_n=min(comp_n, n), protocol="cfbench")
+    proto = MorphoProtocol(n=n, seeds=tuple(seeds), rev_seeds=tuple(seeds), rev_n=None if rev_n is None else min(rev_n, n),
+                           comp_n=min(comp_n, n), protocol="cfbench")
     _, _, truth = plan(scm, attrs, pool, proto.seeds, "cfbench")
     true_cf = true_counterfactuals(source, truth, proto, cache, progress, workers, top)
     scorer = MorphoScorer(scm.oracles, load_model(scm.path / evaluation["vae"], scm.device), x_test, a_test,
