@@ -130,7 +130,7 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
     if mixed_precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16() and top.is_main:
         log("warning: this CPU has no native bf16 instructions (AVX512-BF16 or AMX); bf16 autocast is emulated and "
-            "runs many times slower than float32 (measured 15x on an AVX2 CPU): use --mixed-precision no")
+            "runs many times slower than float32: use --mixed-precision no")
     step, history, segments = 0, [], []
     if resume and (out / STATE_JSON).exists():
         meta = json.loads((out / STATE_JSON).read_text())
