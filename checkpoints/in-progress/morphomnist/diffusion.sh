@@ -8,6 +8,6 @@ export OMP_NUM_THREADS=${THREADS:-1}
 MP=${MP:-$(python -c "import torch; from diffscm.training import cpu_has_native_bf16 as f; print('bf16' if torch.cuda.is_available() or f() else 'no')")}
 diffscm train diffusion --dataset morphomnist --data-dir data/morphomnist --conditional --cond-dropout 0.2 \
   --cond-dropout-all 0.1 --min-snr-gamma 5 --dropout 0.1 --lr-schedule cosine --warmup 300 --ema-decay auto \
-  --init src/diffscm/pretrained/mnist/diffusion --mixed-precision ${MP:-bf16} --out runs/morpho/diffusion \
+  --init src/diffscm/pretrained/mnist/diffusion --mixed-precision $MP --out runs/morpho/diffusion \
   --steps 10000 --batch-size 128 --lr 5e-4 --seed 0 --save-every 200 --quiet --resume
 echo "DIFFUSION DONE"
