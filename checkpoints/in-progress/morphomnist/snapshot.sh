@@ -7,7 +7,10 @@ for m in runs/morpho/*/; do
   [ -f $m/trainer_state.json ] || continue   # packed SCMs and scratch folders are not runs
   n=$(basename $m); mkdir -p $D/$n
   cp $m/config.json $m/model.safetensors $m/trainer_state.json $D/$n/ 2>/dev/null
-  [ -f $m/trainer_state.safetensors ] && [ "$n" = diffusion ] && cp $m/trainer_state.safetensors $D/$n/
+  # the trainer state only while the run is unfinished (its step below the configured steps)
+  if [ -f $m/trainer_state.safetensors ] && python3 -c "import json,sys; s=json.load(open(sys.argv[1])); sys.exit(s['step'] >= s['train']['steps'])" $m/trainer_state.json; then
+    cp $m/trainer_state.safetensors $D/$n/
+  else rm -f $D/$n/trainer_state.safetensors; fi
   true
 done
 cp runs/morpho/*.sh $D/
