@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from diffscm.cli_localize import heat_overlay, localization_table
+from diffscm.eval.figures import heat_overlay
+from diffscm.eval.protocols.lesion import localization_table
 from diffscm.data.mnist import cache_dir
 from diffscm.device import pick_device
-from diffscm.lesion_eval import (
+from diffscm.eval.protocols.lesion import (
     LocalizationModels,
     LocalizationProtocol,
     evaluate_localization,
@@ -35,7 +36,8 @@ from diffscm.lesion_eval import (
     maps_of,
     sweep,
 )
-from diffscm.report import md_table, write_section, write_text_atomic
+from diffscm.eval.report import md_table, write_section
+from diffscm.files import write_text_atomic
 from diffscm.scm import SCM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +122,7 @@ def proto_value(proto, method: str, param: str):
 
 
 def _figure(models, proto, root: Path, cache, path: Path, n: int = 6) -> None:
-    from diffscm.viz import save_grid
+    from diffscm.eval.viz import save_grid
 
     test = load_benchmark_split(root, "test", proto.n_test, models.label)
     idx = np.flatnonzero(test.table[models.label] == 1)[:n]

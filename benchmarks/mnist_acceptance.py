@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffscm.cli_evaluate import FID_REFERENCE, REFERENCE_OPTIONS, _prepare, default_cache, make_method
+from diffscm.eval.protocols.mnist import FID_REFERENCE, REFERENCE_OPTIONS, _prepare, default_cache, make_method
 from diffscm.data import load_mnist
 from diffscm.device import pick_device
-from diffscm.evaluation import classify, random_targets
-from diffscm.harness import DiffSCMMethod, EvalProtocol, generate, oracle_features, realism, score
-from diffscm.metrics import l1_255
-from diffscm.report import md_table, write_section
+from diffscm.eval.basics import classify
+from diffscm.eval.harness import DiffSCMMethod, EvalProtocol, generate, oracle_features, realism, score
+from diffscm.eval.metrics import l1_255
+from diffscm.eval.report import md_table, write_section
 from diffscm.scm import SCM
 
 ROOT = Path(__file__).resolve().parents[1]

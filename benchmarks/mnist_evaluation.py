@@ -18,9 +18,10 @@ import json
 import time
 from pathlib import Path
 
-from diffscm.cli_evaluate import default_cache, results_table, run_evaluate, write_outputs
+from diffscm.eval.protocols.mnist import default_cache, run_evaluate, write_outputs
+from diffscm.eval.report import results_table
 from diffscm.device import pick_device
-from diffscm.report import write_section
+from diffscm.eval.report import write_section
 from diffscm.scm import SCM
 
 ROOT = Path(__file__).resolve().parents[1]

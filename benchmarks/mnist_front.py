@@ -152,15 +152,15 @@ def _options(scm, st: dict):
 
 def prototype_params(st: dict):
     """The prototype baseline's parameters for one grid point (the rest at their defaults)."""
-    from diffscm.baselines import PrototypeParams
+    from diffscm.eval.baselines import PrototypeParams
 
     return PrototypeParams(kappa=st["kappa"], theta=st["theta"], beta=st["beta"], iterations=PROTO_ITERATIONS)
 
 
 def select(model: str, n: int, cache: Path | None, mechanisms=MECHANISMS, guidance: str = "all") -> dict:
     """Run the ``guidance`` grid of ``mechanisms`` on ``valid``; other rows already in mnist_front.json are kept."""
-    from diffscm.cli_evaluate import _prepare, make_method, selection_judge
-    from diffscm.harness import DiffSCMMethod, EvalProtocol, generate, score
+    from diffscm.eval.protocols.mnist import _prepare, make_method, selection_judge
+    from diffscm.eval.harness import DiffSCMMethod, EvalProtocol, generate, score
 
     scm = _scm(model)
     x_all, y_all, paths, train, scorer = _prepare(scm, "valid", n, None, 1000, 10000, judge="selection")
@@ -287,7 +287,7 @@ def main() -> None:
     if a.stage == "null":
         null_table(a.model, a.n or 64, a.split)
     elif a.stage == "select":
-        from diffscm.cli_evaluate import default_cache
+        from diffscm.eval.protocols.mnist import default_cache
 
         mechs = [m for m in a.methods.split(",") if m]
         bad = [m for m in mechs if m not in MECHANISMS]

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from diffscm.packaging import CARD_SUMMARY_HEADER, card_parts
-from diffscm.report import md_table
+from diffscm.scm.packaging import CARD_SUMMARY_HEADER, card_parts
+from diffscm.eval.report import md_table
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = ROOT / "src" / "diffscm" / "pretrained" / "mnist"
@@ -47,7 +47,7 @@ def prose(part: str) -> str:
 
 def shipped_weights() -> str:
     """The weights fingerprint the evaluation harness records for the shipped model."""
-    from diffscm.harness import DiffSCMMethod
+    from diffscm.eval.harness import DiffSCMMethod
     from diffscm.scm import SCM
 
     scm = SCM.from_pretrained(PACK)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from diffscm.cli_localize import localization_table
-from diffscm.packaging import CARD_SUMMARY_HEADER, card_parts
-from diffscm.report import md_table
+from diffscm.eval.protocols.lesion import localization_table
+from diffscm.scm.packaging import CARD_SUMMARY_HEADER, card_parts
+from diffscm.eval.report import md_table
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = ROOT / "src" / "diffscm" / "pretrained" / "lesion-mnist"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from diffscm.packaging import CARD_SUMMARY_HEADER, card_parts
-from diffscm.report import md_table
+from diffscm.scm.packaging import CARD_SUMMARY_HEADER, card_parts
+from diffscm.eval.report import md_table
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = ROOT / "src" / "diffscm" / "pretrained" / "morphomnist"
@@ -45,7 +45,7 @@ PROSE = {
 
 
 def shipped_weights() -> dict:
-    from diffscm.morpho_eval import cfbench_methods
+    from diffscm.eval.protocols.morpho import cfbench_methods
     from diffscm.scm import SCM
 
     scm = SCM.from_pretrained(PACK)
@@ -78,7 +78,7 @@ def main() -> None:
     res = json.loads(ev.read_text()) if ev.exists() else None
     weights = shipped_weights() if res else {}
     if res and all(res["settings"].get(n, {}).get("weights") == w for n, w in weights.items()):
-        from diffscm.morpho_eval import CFBENCH
+        from diffscm.eval.protocols.morpho import CFBENCH
 
         rows = []
         for name in ("diffscm", "diffscm-paper"):

@@ -56,12 +56,12 @@ from diffscm.data import load_mnist
 from diffscm.data import morphomnist as mm
 from diffscm.data.mnist import cache_dir
 from diffscm.device import pick_device
-from diffscm.evaluation import classify
-from diffscm.metrics import l1_255
-from diffscm.morpho_eval import CFBENCH, CONTINUOUS, MorphoDiffSCM, MorphoProtocol, generate_morpho, true_counterfactuals
-from diffscm.report import md_table, write_section
+from diffscm.eval.basics import classify
+from diffscm.eval.metrics import l1_255
+from diffscm.eval.protocols.morpho import CFBENCH, CONTINUOUS, MorphoDiffSCM, MorphoProtocol, generate_morpho, true_counterfactuals
+from diffscm.eval.report import md_table, write_section
 from diffscm.scm import SCM
-from diffscm.train_setup import MORPHO_VALID, load_morpho_folder, morpho_split
+from diffscm.data.morphomnist import MORPHO_VALID, load_morpho_folder, morpho_split
 from mnist_front import cost
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,15 +27,14 @@ import numpy as np
 import torch
 
 from diffscm.data import load_mnist
-from diffscm.data import morphomnist as mm
 from diffscm.data.mnist import cache_dir
 from diffscm.device import pick_device
-from diffscm.evaluation import classify
-from diffscm.morpho_eval import (CFBENCH, CFBENCH_METHODS, cfbench_methods, cfbench_table, counterfactual_attributes,
+from diffscm.eval.basics import classify
+from diffscm.eval.protocols.morpho import (CFBENCH, CFBENCH_METHODS, cfbench_methods, cfbench_table, counterfactual_attributes,
                                  run_cfbench)
-from diffscm.report import md_table, write_section
+from diffscm.eval.report import md_table, write_section
 from diffscm.scm import SCM
-from diffscm.train_setup import load_morpho_folder
+from diffscm.data.morphomnist import load_morpho_folder
 from morphomnist_evaluation import figure
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ import numpy as np
 
 from diffscm.data import load_mnist, read_idx
 from diffscm.data import morphomnist as mm
-from diffscm.report import md_table, write_section
+from diffscm.eval.report import md_table, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 

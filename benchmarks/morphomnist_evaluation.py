@@ -25,7 +25,7 @@ from diffscm.data import morphomnist as mm
 from diffscm.data.mnist import cache_dir
 from diffscm.device import pick_device
 from diffscm.models import load_model
-from diffscm.morpho_eval import (
+from diffscm.eval.protocols.morpho import (
     INTERVENTIONS,
     MorphoCVAE,
     MorphoDiffSCM,
@@ -37,10 +37,10 @@ from diffscm.morpho_eval import (
     score_morpho,
     true_counterfactuals,
 )
-from diffscm.report import md_table, write_section
+from diffscm.eval.report import md_table, write_section
 from diffscm.scm import SCM
-from diffscm.train_setup import load_morpho_folder
-from diffscm.viz import save_grid
+from diffscm.data.morphomnist import load_morpho_folder
+from diffscm.eval.viz import save_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = {"thickness": "do(t)", "intensity": "do(i)", "joint": "do(t, i)"}

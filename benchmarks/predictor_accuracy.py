@@ -17,8 +17,8 @@ import torch
 
 from diffscm.data import load_mnist, to_model_range
 from diffscm.device import pick_device
-from diffscm.evaluation import predictor_accuracy
-from diffscm.report import md_table, write_section
+from diffscm.eval.basics import predictor_accuracy
+from diffscm.eval.report import md_table, write_section
 from diffscm.scm import SCM
 
 ROOT = Path(__file__).resolve().parents[1]

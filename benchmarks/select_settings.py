@@ -17,9 +17,9 @@ import json
 import time
 from pathlib import Path
 
-from diffscm.cli_evaluate import default_cache, run_sweep
+from diffscm.eval.protocols.mnist import default_cache, run_sweep
 from diffscm.device import pick_device
-from diffscm.report import md_table, write_section
+from diffscm.eval.report import md_table, write_section
 from diffscm.scm import SCM
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -59,7 +59,7 @@ def passes(scm, opts) -> int:
 
 
 def stage_select(args) -> None:
-    from diffscm.cli_evaluate import REFERENCE_OPTIONS, default_cache, run_sweep
+    from diffscm.eval.protocols.mnist import REFERENCE_OPTIONS, default_cache, run_sweep
 
     scm = _scm(args.model, args.device)
     cands = []
@@ -92,7 +92,7 @@ PREVIOUS_DEFAULT = {"steps": 50, "ratio": 1.0, "scale": 16.0}   # shipped before
 def curve_settings(scm) -> list[tuple[str, str, dict]]:
     """(family, label, overrides) of every point of the curve: ours over N at the shipped (L, s), the previous
     default, and the reference setting over N (L = 0.75, s = 1, dynamic normalisation)."""
-    from diffscm.cli_evaluate import REFERENCE_OPTIONS
+    from diffscm.eval.protocols.mnist import REFERENCE_OPTIONS
 
     d = scm.defaults
     out = [("ours", f"N={n}", {"steps": n}) for n in sorted(set(CURVE_STEPS) | {d.steps})]
@@ -102,8 +102,8 @@ def curve_settings(scm) -> list[tuple[str, str, dict]]:
 
 
 def stage_curve(args) -> None:
-    from diffscm.cli_evaluate import _prepare, default_cache
-    from diffscm.harness import DiffSCMMethod, EvalProtocol, generate, score
+    from diffscm.eval.protocols.mnist import _prepare, default_cache
+    from diffscm.eval.harness import DiffSCMMethod, EvalProtocol, generate, score
 
     scm = _scm(args.model, args.device)
     x_all, y_all, _, _, scorer = _prepare(scm, "test", args.n, None, 1000, 10000)
@@ -140,7 +140,7 @@ def _time_counterfactuals(scm, x, y, targets, opts, reps: int = 1) -> float:
 
 def _component_ms(scm, x, y, reps: int = 3) -> dict:
     """ms per call at this batch: one UNet ε (inference mode), one predictor gradient, one full guided step."""
-    from diffscm.guidance import GuidanceTerm, classifier_guided
+    from diffscm.scm.guidance import GuidanceTerm, classifier_guided
 
     mech = scm.image_mechanism
     t = torch.full((x.shape[0],), 500)
@@ -178,7 +178,7 @@ def stage_timing(args) -> None:
     """images/s of every curve setting (eager, batch --batch-size, this machine's threads), then for the default:
     per-component costs at batch 16 and 64, batch size and thread sweeps, and torch.compile on/off."""
     from diffscm.data import load_mnist, to_model_range
-    from diffscm.evaluation import random_targets
+    from diffscm.eval.basics import random_targets
 
     scm = _scm(args.model, args.device)
     xs, ys = load_mnist("test")
@@ -284,7 +284,7 @@ def _load(name: str) -> dict | None:
 
 def stage_table(args) -> None:
     """docs/RESULTS.md's speed section from speed_{select,curve,timing,train,memory}.json."""
-    from diffscm.report import md_table, write_section
+    from diffscm.eval.report import md_table, write_section
 
     sel, curve, timing, train, mem = (_load(n) for n in ("speed_select", "speed_curve", "speed_timing", "speed_train",
                                                           "speed_memory"))

@@ -22,14 +22,14 @@ import numpy as np
 from diffscm.data import load_mnist
 from diffscm.data import morphomnist as mm
 from diffscm.device import pick_device
-from diffscm.metrics import l1_255
-from diffscm.morpho_eval import (
+from diffscm.eval.metrics import l1_255
+from diffscm.eval.protocols.morpho import (
     MorphoDiffSCM,
     counterfactual_attributes,
     draw_interventions,
     true_attributes,
 )
-from diffscm.report import md_table, write_section
+from diffscm.eval.report import md_table, write_section
 from diffscm.scm import SCM
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from diffscm.data import load_mnist
 from diffscm.device import pick_device
-from diffscm.evaluation import effectiveness, random_targets
-from diffscm.report import md_table, write_section
+from diffscm.eval.basics import effectiveness, random_targets
+from diffscm.eval.report import md_table, write_section
 from diffscm.scm import SCM
 
 ROOT = Path(__file__).resolve().parents[1]

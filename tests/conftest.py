@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from diffscm.graph import MORPHO_GRAPH
+from diffscm.scm.graph import MORPHO_GRAPH
 from diffscm.models import VAE, AttributeFlow, Classifier, DiffusionModel, Judge, NoiseAwarePredictor, Oracle, RegressionOracle
-from diffscm.packaging import pack_mnist_scm, pack_scm
+from diffscm.scm.packaging import pack_mnist_scm, pack_scm
 
 torch.set_num_threads(1)
 

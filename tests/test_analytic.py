@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from diffscm.errors import DiffSCMError
-from diffscm.guidance import GuidanceTerm, classifier_guided, guidance_gradient, parent_free
-from diffscm.sampling import (bdia_invert, bdia_sample, ddim_invert, ddim_sample, dynamic_normalise, exact_invert,
+from diffscm.scm.guidance import GuidanceTerm, classifier_guided, guidance_gradient, parent_free
+from diffscm.scm.sampling import (bdia_invert, bdia_sample, ddim_invert, ddim_sample, dynamic_normalise, exact_invert,
                               exact_sample, predict_x0)
 from diffscm.schedule import ddim_grid, make_alphas_cumprod
 

@@ -10,7 +10,7 @@ import torch
 from diffscm.data import morphomnist as mm
 from diffscm.models import Judge
 from diffscm.models.judge import RANGES, from_unit, to_unit
-from diffscm.morpho_eval import CFBENCH, cfbench_edges, draw_cfbench, to_bins
+from diffscm.eval.protocols.morpho import CFBENCH, cfbench_edges, draw_cfbench, to_bins
 from test_cli import run_cli
 
 

@@ -13,11 +13,11 @@ torch.set_num_threads(1)
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from diffscm.errors import DiffSCMError  # noqa: E402
+from diffscm.files import atomic_write_dir  # noqa: E402
 from diffscm.models import DiffusionModel, NoiseAwarePredictor, Oracle, load_model  # noqa: E402
 from diffscm.models.io import (  # noqa: E402
     CONFIG_NAME,
     WEIGHTS_NAME,
-    atomic_write_dir,
     load_config,
     load_tensors,
     save_checkpoint,

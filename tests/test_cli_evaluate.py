@@ -124,7 +124,7 @@ def test_cache_key_follows_the_weights(tiny_scm):
     """A retrained model packed under the same name must not reuse the cached outputs of the earlier one."""
     import torch
 
-    from diffscm.harness import DiffSCMMethod, _settings_hash, EvalProtocol
+    from diffscm.eval.harness import DiffSCMMethod, _settings_hash, EvalProtocol
     from diffscm.scm import SCM
 
     scm = SCM.from_pretrained(tiny_scm)
@@ -135,7 +135,7 @@ def test_cache_key_follows_the_weights(tiny_scm):
 
 
 def test_selection_judge_is_the_selector_where_shipped(tmp_path):
-    from diffscm.cli_evaluate import selection_judge
+    from diffscm.eval.protocols.mnist import selection_judge
 
     paths = {"classifier": tmp_path / "classifier", "selector": tmp_path / "selector"}
     assert selection_judge(paths) == tmp_path / "selector"

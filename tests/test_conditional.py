@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 import csv
-import math
 
 import numpy as np
 import pytest
 import torch
 
-from diffscm import training as tr
-from diffscm.data import from_model_range, to_model_range
+from diffscm.train import loop as tr
+from diffscm.data import to_model_range
 from diffscm.errors import DiffSCMError
-from diffscm.mechanisms import InferenceOptions
+from diffscm.scm.mechanisms import InferenceOptions
 from diffscm.models import DiffusionModel
 from diffscm.scm import SCM, abduct, act, predict
 

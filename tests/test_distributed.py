@@ -113,7 +113,7 @@ def test_ddp_cli_training_resumes_exactly(what, tiny_scm, idx_dir, tmp_path):
 def test_training_rejects_uneven_batches(tmp_path):
     from diffscm.errors import DiffSCMError
     from diffscm.models import NoiseAwarePredictor
-    from diffscm.training import TrainConfig, fit
+    from diffscm.train.loop import TrainConfig, fit
 
     model = NoiseAwarePredictor({"channels": [8, 16], "temb_dim": 16, "groups": 4})
     with pytest.raises(DiffSCMError, match="does not split evenly over 2 processes"):

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from diffscm.baselines import CVAEMethod, PrototypeMethod, PrototypeParams
+from diffscm.eval.baselines import CVAEMethod, PrototypeMethod, PrototypeParams
 from diffscm.data import to_model_range
-from diffscm.harness import EvalProtocol, Scorer, generate, score
+from diffscm.eval.harness import EvalProtocol, Scorer, generate, score
 from diffscm.models import VAE, Oracle
 
 

@@ -13,9 +13,9 @@ import torch
 from diffscm.data.folder import load_folder, read_image, write_folder
 from diffscm.data.lesions import insert_lesion, make_lesion_split
 from diffscm.errors import DiffSCMError
-from diffscm.guidance import classifier_free
-from diffscm.localize import anomaly_map
-from diffscm.metrics.localization import (
+from diffscm.scm.guidance import classifier_free
+from diffscm.eval.localize import anomaly_map
+from diffscm.eval.metrics.localization import (
     auroc,
     average_precision,
     best_threshold,
@@ -24,9 +24,9 @@ from diffscm.metrics.localization import (
     mean_dice,
 )
 from diffscm.models import DiffusionModel
-from diffscm.sampling import ddim_invert, ddim_sample
+from diffscm.scm.sampling import ddim_invert, ddim_sample
 from diffscm.schedule import ddim_grid, make_alphas_cumprod
-from diffscm.training import diffusion_loss
+from diffscm.train.loop import diffusion_loss
 
 torch.set_num_threads(1)
 A = make_alphas_cumprod("linear")
@@ -131,7 +131,7 @@ def test_conditional_model_starts_unconditional():
 # the SCM path: abduction with ∅, prediction with implicit guidance
 # ---------------------------------------------------------------------------------------------------------------
 def test_scm_implicit_guidance_matches_manual_loop(tiny_lesion_scm):
-    from diffscm.localize import healthy_counterfactual
+    from diffscm.eval.localize import healthy_counterfactual
     from diffscm.scm import SCM
 
     scm = SCM.from_pretrained(tiny_lesion_scm)
@@ -349,7 +349,7 @@ def test_cli_bad_dataset_is_one_line_and_writes_nothing(tmp_path):
 
 
 def test_train_on_folder_conditional_and_healthy_only(tmp_path):
-    from diffscm.train_setup import setup_training
+    from diffscm.train.plan import setup_training
 
     imgs = np.random.default_rng(0).integers(0, 256, (6, 1, 16, 16), dtype=np.uint8)
     root = write_folder(tmp_path / "ds", imgs, {"split": np.array(["train"] * 5 + ["val"]),
@@ -506,9 +506,9 @@ def test_implicit_guidance_on_mnist_digit(tmp_path):
     harness's Diff-SCM method carries cfg_scale, so implicit and classifier guidance compare on MNIST."""
     from conftest import TINY_UNET
 
-    from diffscm.cli_evaluate import make_method
+    from diffscm.eval.protocols.mnist import make_method
     from diffscm.models import NoiseAwarePredictor
-    from diffscm.packaging import pack_mnist_scm
+    from diffscm.scm.packaging import pack_mnist_scm
     from diffscm.scm import SCM
 
     torch.manual_seed(0)
@@ -531,7 +531,7 @@ def test_implicit_guidance_on_mnist_digit(tmp_path):
 
 def test_multichannel_64px_folder_models(tmp_path):
     """BraTS-shaped data (4 channels, 64×64): every trainable model of the localisation path builds and runs."""
-    from diffscm.train_setup import setup_training
+    from diffscm.train.plan import setup_training
 
     imgs = np.random.default_rng(0).random((4, 4, 64, 64)).astype(np.float32)
     root = write_folder(tmp_path / "b", imgs, {"split": np.array(["train"] * 4), "tumour": np.array([0, 1, 0, 1])},

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffscm.metrics import (bootstrap_ci, cld, cld_per_image, effectiveness_hits, frechet_distance, gaussian_kl,
+from diffscm.eval.metrics import (bootstrap_ci, cld, cld_per_image, effectiveness_hits, frechet_distance, gaussian_kl,
                              kernel_distance,
                              l1_255, pairwise_kl, ssim_per_image)
 

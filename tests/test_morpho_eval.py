@@ -7,7 +7,7 @@ import pytest
 from diffscm.data import load_mnist
 from diffscm.data import morphomnist as mm
 from diffscm.models import load_model
-from diffscm.morpho_eval import (
+from diffscm.eval.protocols.morpho import (
     INTERVENTIONS,
     MorphoCVAE,
     MorphoDiffSCM,
@@ -103,7 +103,7 @@ def test_generation_cache_is_keyed_by_the_targets(small_world, tmp_path):
 
 def test_true_counterfactual_scores_zero_against_itself(small_world):
     _, x, attrs, pool, src = small_world
-    from diffscm.metrics import l1_255
+    from diffscm.eval.metrics import l1_255
 
     img = mm.render_batch(src, attrs["thickness"], attrs["intensity"], workers=1)
     assert np.all(l1_255(img, x) == 0)

@@ -12,7 +12,7 @@ import torch
 from diffscm.data import load_mnist
 from diffscm.data import morphomnist as mm
 from diffscm.errors import DiffSCMError
-from diffscm.graph import MORPHO_GRAPH, CausalGraph
+from diffscm.scm.graph import MORPHO_GRAPH, CausalGraph
 from diffscm.models import AttributeFlow
 from diffscm.scm import SCM, Exogenous, abduct_attributes, act
 
@@ -319,7 +319,7 @@ def _community(tmp_path: Path, n_img: int = 6, n_csv: int = 6, split_prefix: str
 
 
 def test_community_layout_loads_images_labels_and_values(tmp_path):
-    from diffscm.train_setup import load_morpho_folder
+    from diffscm.data.morphomnist import load_morpho_folder
 
     images, attrs, digest = load_morpho_folder(_community(tmp_path), "test")
     assert images.shape == (6, 28, 28) and images.dtype == np.uint8
@@ -334,7 +334,7 @@ def test_community_layout_loads_images_labels_and_values(tmp_path):
     ("rows", "has 5 rows for the 6 images"),
 ])
 def test_community_layout_bad_inputs(tmp_path, broken, words):
-    from diffscm.train_setup import load_morpho_folder
+    from diffscm.data.morphomnist import load_morpho_folder
 
     d = _community(tmp_path, n_csv=5 if broken == "rows" else 6)
     if broken == "missing-csv":
@@ -347,14 +347,14 @@ def test_community_layout_bad_inputs(tmp_path, broken, words):
 
 
 def test_morpho_data_dir_names_both_layouts_when_empty(tmp_path):
-    from diffscm.train_setup import load_morpho_folder
+    from diffscm.data.morphomnist import load_morpho_folder
 
     with pytest.raises(DiffSCMError, match="t10k-morpho.csv"):
         load_morpho_folder(tmp_path, "test")
 
 
 def test_morpho_training_split_holds_out_the_last_images():
-    from diffscm.train_setup import MORPHO_VALID, morpho_split
+    from diffscm.data.morphomnist import MORPHO_VALID, morpho_split
 
     n = 3 * MORPHO_VALID
     x, attrs = np.arange(n)[:, None, None], {"digit": np.arange(n)}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diffscm.data import load_mnist, to_model_range
-from diffscm.evaluation import classify, effectiveness, null_intervention, random_targets
+from diffscm.eval.basics import classify, effectiveness, null_intervention, random_targets
 from diffscm.scm import SCM
 
 torch.set_num_threads(2)

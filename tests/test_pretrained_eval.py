@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from diffscm.baselines import CVAEMethod, PrototypeMethod, PrototypeParams
-from diffscm.cli_evaluate import eval_model_paths
+from diffscm.eval.baselines import CVAEMethod, PrototypeMethod, PrototypeParams
+from diffscm.eval.protocols.mnist import eval_model_paths
 from diffscm.data import load_mnist, to_model_range
-from diffscm.evaluation import classify, random_targets
-from diffscm.metrics import gaussian_kl
+from diffscm.eval.basics import classify, random_targets
+from diffscm.eval.metrics import gaussian_kl
 from diffscm.models import VAE, Classifier
 from diffscm.scm import SCM
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from diffscm.data.lesions import lesion_mnist
-from diffscm.localize import anomaly_map, healthy_counterfactual, noised_reconstruction, vae_reconstruction
-from diffscm.metrics.localization import auroc, average_precision, image_scores
+from diffscm.eval.localize import anomaly_map, healthy_counterfactual, noised_reconstruction, vae_reconstruction
+from diffscm.eval.metrics.localization import auroc, average_precision, image_scores
 
 pytestmark = pytest.mark.slow
 torch.set_num_threads(2)
@@ -16,7 +16,7 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="module")
 def models():
-    from diffscm.lesion_eval import LocalizationModels
+    from diffscm.eval.protocols.lesion import LocalizationModels
     from diffscm.scm import SCM
 
     return LocalizationModels.from_scm(SCM.from_pretrained("lesion-mnist"))

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from diffscm.packaging import training_summary
-from diffscm.report import md_table, write_section
+from diffscm.scm.packaging import training_summary
+from diffscm.eval.report import md_table, write_section
 
 
 def test_write_section_replaces_only_its_block(tmp_path):

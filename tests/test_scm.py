@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffscm.errors import DiffSCMError
-from diffscm.graph import CausalGraph
+from diffscm.scm.graph import CausalGraph
 from diffscm.scm import SCM, abduct, act, predict
 
 

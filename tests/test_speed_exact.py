@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffscm.guidance import GuidanceTerm, classifier_free, classifier_guided
-from diffscm.sampling import ddim_invert, ddim_sample, dynamic_normalise
+from diffscm.scm.guidance import GuidanceTerm, classifier_free, classifier_guided
+from diffscm.scm.sampling import ddim_invert, ddim_sample, dynamic_normalise
 from diffscm.schedule import ddim_grid, make_alphas_cumprod
 
 A32 = make_alphas_cumprod("linear").float()

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TINY_UNET
-from diffscm import training as tr
+from diffscm.train import loop as tr
 from diffscm.errors import DiffSCMError
 from diffscm.models import DiffusionModel, NoiseAwarePredictor, Oracle
 from diffscm.schedule import make_alphas_cumprod

@@ -12,7 +12,7 @@ import torch
 
 from diffscm.distributed import topology
 from diffscm.models import NoiseAwarePredictor
-from diffscm.training import TrainConfig, fit
+from diffscm.train.loop import TrainConfig, fit
 
 
 def main(out: str) -> None:

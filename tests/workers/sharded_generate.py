@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from diffscm.distributed import topology
-from diffscm.harness import DiffSCMMethod, EvalProtocol, generate
+from diffscm.eval.harness import DiffSCMMethod, EvalProtocol, generate
 from diffscm.scm import SCM
 
 

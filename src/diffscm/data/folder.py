@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DiffSCMError
+from ..files import atomic_write_dir
 
 LABELS_CSV = "labels.csv"
 INFO_JSON = "dataset.json"
@@ -228,7 +229,6 @@ def load_folder(root: str | Path, split: str | None = None, label: str | None = 
 def write_folder(root: str | Path, images: np.ndarray, table: dict[str, np.ndarray], masks: np.ndarray | None = None,
                  info: dict | None = None, fmt: str = "png", names: list[str] | None = None) -> Path:
     """Write a dataset folder atomically: images uint8 N×H×W / N×C×H×W (PNG, 1 or 3 channels) or float (NPY)."""
-    from ..models.io import atomic_write_dir
 
     n = len(images)
     names = names or [f"{k:06d}" for k in range(n)]

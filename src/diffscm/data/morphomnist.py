@@ -461,3 +461,50 @@ def load_split(split: str, seed: int = 0, csv_dir=None, limit: int | None = None
     attrs = read_attributes_csv(folder / f"{split}-attributes.csv")
     x, _ = _mnist_split(split, data_dir)
     return images, attrs, x[:len(images)]
+
+
+def load_morpho_folder(data_dir: Path | None, split: str = "train") -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+    """Images and attributes of a Morpho-MNIST folder, and its data hash. Two layouts are read: the one written by
+    ``diffscm data morphomnist --out`` ({split}-images.npy + {split}-attributes.csv) and the one Morpho-MNIST is
+    distributed in (t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, t10k-morpho.csv; train-… likewise)."""
+    if data_dir is None:
+        raise DiffSCMError("--dataset morphomnist needs --data-dir: a folder written by `diffscm data morphomnist --out` "
+                           "or one in Morpho-MNIST's own layout")
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DiffSCMError(f"--data-dir {data_dir} is not a folder")
+    images_file, csv_file = data_dir / f"{split}-images.npy", data_dir / f"{split}-attributes.csv"
+    ours = [f for f in (images_file, csv_file) if f.exists()]
+    community = community_files(data_dir, split)
+    if not ours and any(f.exists() or f.with_suffix("").exists() for f in community):
+        images, attrs = load_community_split(data_dir, split)
+        h = hashlib.sha256(images.tobytes())
+        h.update(community[2].read_bytes())
+        return images, attrs, h.hexdigest()
+    for f in (images_file, csv_file):
+        if not f.exists():
+            raise DiffSCMError(f"{f} does not exist (write it with `diffscm data morphomnist --out {data_dir}`, or give "
+                               f"a folder holding {community[0].name}, {community[1].name} and {community[2].name})")
+    images = np.load(images_file, allow_pickle=False)
+    attrs = read_attributes_csv(csv_file)
+    if images.ndim != 3 or len(images) != len(attrs["digit"]):
+        raise DiffSCMError(f"{images_file} ({images.shape}) does not match {csv_file} ({len(attrs['digit'])} rows)")
+    h = hashlib.sha256(images.tobytes())
+    h.update(csv_file.read_bytes())
+    return images, attrs, h.hexdigest()
+
+
+MORPHO_VALID = 2000   # the last images of the Morpho-MNIST training split, held out to choose settings
+
+
+def morpho_split(x: np.ndarray, attrs: dict[str, np.ndarray], split: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``train`` (all but the last MORPHO_VALID images of the training split), ``valid`` (those) or ``train+valid``.
+    A training split of at most 2·MORPHO_VALID images (a small build) is used whole for ``train``."""
+    if split not in ("train", "valid", "train+valid"):
+        raise DiffSCMError(f"unknown --split {split!r} for Morpho-MNIST (train, valid or train+valid)")
+    if split == "train+valid" or (split == "train" and len(x) <= 2 * MORPHO_VALID):
+        return x, attrs
+    if len(x) <= 2 * MORPHO_VALID:
+        raise DiffSCMError(f"the training split has {len(x)} images: too few to hold out {MORPHO_VALID} for validation")
+    sl = slice(None, -MORPHO_VALID) if split == "train" else slice(-MORPHO_VALID, None)
+    return x[sl], {k: v[sl] for k, v in attrs.items()}

@@ -2,7 +2,8 @@
 from .diffusion import DiffusionModel
 from .flow import AttributeFlow
 from .judge import Judge
-from .predictor import NoiseAwarePredictor, Oracle, RegressionOracle, load_model
+from .predictor import NoiseAwarePredictor, Oracle, RegressionOracle
+from .registry import load_model
 from .vae import VAE, Classifier
 
 __all__ = ["AttributeFlow", "DiffusionModel", "Judge", "NoiseAwarePredictor", "Oracle", "RegressionOracle", "VAE", "Classifier", "load_model"]

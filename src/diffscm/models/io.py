@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import hashlib
 from pathlib import Path
 
@@ -13,36 +10,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import DiffSCMError
+from ..files import atomic_write_dir
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-def atomic_write_dir(path: str | Path, write) -> None:
-    """Call ``write(tmp_dir)`` then move ``tmp_dir`` into place; an existing ``path`` is replaced only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
-        write(tmp)
-        tmp.chmod(0o755)
-        for f in tmp.rglob("*"):
-            f.chmod(0o755 if f.is_dir() else 0o644)
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{os.getpid()}"
-            os.replace(path, old)
-        try:
-            os.replace(tmp, path)
-        except OSError:
-            if old is not None:
-                os.replace(old, path)  # put the previous content back
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def save_checkpoint(path: str | Path, config: dict, tensors: dict[str, torch.Tensor],

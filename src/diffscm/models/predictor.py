@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import DiffSCMError
 from .base import Pretrained
-from .io import load_config
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -132,23 +129,3 @@ class RegressionOracle(Oracle):
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self(x) * self.config["target_std"] + self.config["target_mean"]
-
-
-_KINDS = {cls.kind: cls for cls in (NoiseAwarePredictor, Oracle, RegressionOracle)}
-
-
-def load_model(path: str | Path, device: torch.device | str = "cpu"):
-    """Load any checkpoint folder by the ``kind`` in its config."""
-    from .diffusion import DiffusionModel
-
-    from .vae import VAE, Classifier
-
-    from .flow import AttributeFlow
-    from .judge import Judge
-
-    kinds = {**_KINDS, DiffusionModel.kind: DiffusionModel, VAE.kind: VAE, Classifier.kind: Classifier,
-             AttributeFlow.kind: AttributeFlow, Judge.kind: Judge}
-    kind = load_config(path)["kind"]
-    if kind not in kinds:
-        raise DiffSCMError(f"checkpoint {path} has unknown kind {kind!r}")
-    return kinds[kind].from_pretrained(path, device)

@@ -4,17 +4,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .models.io import atomic_write_dir  # noqa: E402
-from .report import md_table  # noqa: E402
-from .viz import save_grid  # noqa: E402
+from ..files import atomic_write_dir
+from .report import fmt, md_table, results_table
+from .viz import save_grid
 
 GRID_N = 12
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, imported when a figure is drawn (not at start-up)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_methods(results: list[dict], path: Path) -> None:
@@ -22,6 +28,7 @@ def plot_methods(results: list[dict], path: Path) -> None:
     keys = [("effectiveness", "effectiveness ↑"), ("cld", "CLD (0.8/0.2) ↓"), ("reversibility_l1", "reversibility L1 ↓"),
             ("composition_l1_10", "composition L1, m=10 ↓"), ("kid_oracle", "KID (oracle) ↓")]
     keys = [(k, t) for k, t in keys if any(k in r["metrics"] for r in results)]
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(keys), figsize=(3.1 * len(keys), 3.2))
     axes = np.atleast_1d(axes)
     names = [r["method"] for r in results]
@@ -40,8 +47,6 @@ def plot_methods(results: list[dict], path: Path) -> None:
 
 def write_evaluation_report(out: Path, results: list[dict], generated: dict, real: dict) -> None:
     """Table of all methods, a plot of the main metrics, one factual/counterfactual/reversal grid per method."""
-    from .cli_evaluate import results_table
-
     def write(tmp: Path) -> None:
         plot_methods(results, tmp / "metrics.png")
         lines = ["# Counterfactual evaluation", "",
@@ -78,6 +83,7 @@ def write_evaluation_report(out: Path, results: list[dict], generated: dict, rea
 def plot_sweep(results: list[dict], param: str, path: Path) -> None:
     """CLD (both weightings) and effectiveness against the swept parameter, with 95% CIs."""
     vals = [r["value"] for r in results]
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for key, label in (("cld", "CLD (w = 0.8/0.2)"), ("cld_equal_weights", "CLD (w = 0.5/0.5)")):
         m = [r["metrics"][key] for r in results]
@@ -130,6 +136,17 @@ def _err(m: list[dict]) -> np.ndarray:
 
 
 def _fmt(m: dict) -> str:
-    from .cli_evaluate import fmt
-
     return fmt(m, 3)
+
+
+def heat_overlay(image: np.ndarray, amap: np.ndarray, vmax: float | None = None) -> np.ndarray:
+    """RGB uint8: the image in grey with the anomaly map (``inferno``, 0..vmax) blended where it is high."""
+    from matplotlib import colormaps
+
+    grey = image.mean(0) if image.ndim == 3 else image
+    vmax = float(amap.max()) if vmax is None else vmax
+    a = np.clip(amap / vmax, 0, 1) if vmax > 0 else np.zeros_like(amap)
+    heat = colormaps["inferno"](a)[..., :3]
+    base = np.repeat(grey[..., None], 3, axis=2)
+    alpha = a[..., None] * 0.8
+    return np.round((base * (1 - alpha) + heat * alpha) * 255).astype(np.uint8)

@@ -1,4 +1,4 @@
-"""Implementation of ``diffscm localize`` and ``diffscm evaluate --task localization`` (parsing lives in :mod:`diffscm.cli`)."""
+"""Implementation of ``diffscm localize``: healthy counterfactuals and anomaly maps of the given images."""
 from __future__ import annotations
 
 import json
@@ -8,11 +8,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.folder import IMAGE_SUFFIXES, read_image, read_mask
-from .errors import DiffSCMError
-from .localize import REDUCTIONS, anomaly_map, healthy_counterfactual
-from .models.io import atomic_write_dir
-from .scm import SCM
+from ..data.folder import IMAGE_SUFFIXES, read_image, read_mask
+from ..errors import DiffSCMError
+from ..eval.figures import heat_overlay
+from ..eval.localize import REDUCTIONS, anomaly_map, healthy_counterfactual
+from ..files import atomic_write_dir
+from ..scm.core import SCM
 
 
 def parse_target(target: str, num_classes: int) -> int:
@@ -38,19 +39,6 @@ def collect_inputs(path: Path) -> list[Path]:
     if not files:
         raise DiffSCMError(f"--input {path} holds no PNG/NPY/NPZ images")
     return files
-
-
-def heat_overlay(image: np.ndarray, amap: np.ndarray, vmax: float | None = None) -> np.ndarray:
-    """RGB uint8: the image in grey with the anomaly map (``inferno``, 0..vmax) blended where it is high."""
-    from matplotlib import colormaps
-
-    grey = image.mean(0) if image.ndim == 3 else image
-    vmax = float(amap.max()) if vmax is None else vmax
-    a = np.clip(amap / vmax, 0, 1) if vmax > 0 else np.zeros_like(amap)
-    heat = colormaps["inferno"](a)[..., :3]
-    base = np.repeat(grey[..., None], 3, axis=2)
-    alpha = a[..., None] * 0.8
-    return np.round((base * (1 - alpha) + heat * alpha) * 255).astype(np.uint8)
 
 
 def _save_png(arr: np.ndarray, path: Path, scale: int) -> None:
@@ -91,11 +79,11 @@ def run_localize(scm: SCM, inputs: list[Path], target: int, opts, out: Path, red
     x = torch.as_tensor(np.stack(images)) * 2 - 1
     mech = scm.image_mechanism
     outs = []
-    from .scm import _progress
+    from ..progress import make_progress
 
     k_steps = len(mech.grid(opts)) - 1
     bs = opts.batch_size
-    with _progress(progress) as bar:
+    with make_progress(progress) as bar:
         task = bar.add_task("localize", total=2 * k_steps * ((len(x) + bs - 1) // bs))
         for start in range(0, len(x), bs):
             xb = x[start:start + bs].to(scm.device)
@@ -123,60 +111,3 @@ def run_localize(scm: SCM, inputs: list[Path], target: int, opts, out: Path, red
 
     atomic_write_dir(out, write)
     return records
-
-
-def localization_table(results: dict) -> str:
-    """Markdown table of :func:`diffscm.lesion_eval.evaluate_localization` results."""
-    from .report import md_table
-
-    def cell(s: dict) -> str:
-        return f"{s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
-
-    rows = []
-    for method, r in results["methods"].items():
-        sm = r["summary"]
-        settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
-        rows.append([method, cell(sm["dice"]), cell(sm["auprc"]), cell(sm["auroc"]), settings])
-    return md_table(["method", "Dice (test)", "AUPRC (pixels)", "AUROC (images)", "settings"], rows)
-
-
-def run_localization_eval(scm: SCM, methods: list[str], roots: list[Path], n_val: int, n_test: int, steps, ratio,
-                          cfg_scale, scale, dynamic_norm, batch_size, cache: Path | None, json_out: Path | None,
-                          report: Path | None, progress: bool = True, echo=print) -> dict:
-    """``diffscm evaluate --task localization``: the lesion table over the seeds' dataset folders."""
-    from .lesion_eval import METHODS, LocalizationModels, LocalizationProtocol, evaluate_localization
-    from .report import write_text_atomic
-
-    methods = methods or list(METHODS)
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise DiffSCMError(f"unknown --method {bad[0]!r} for localization (choose from {', '.join(METHODS)})")
-    if not roots:
-        raise DiffSCMError("--task localization needs --lesion-data DIR (one folder per seed, e.g. from `diffscm data lesion-mnist`)")
-    seeds = {}
-    for k, root in enumerate(roots):
-        info_file = Path(root) / "dataset.json"
-        seed = json.loads(info_file.read_text()).get("seed", k) if info_file.is_file() else k
-        if seed in seeds:
-            raise DiffSCMError(f"--lesion-data {root} repeats seed {seed}")
-        seeds[seed] = Path(root)
-    models = LocalizationModels.from_scm(scm)
-    proto = LocalizationProtocol.from_scm(scm, models.label, n_val=n_val, n_test=n_test, steps=steps, ratio=ratio,
-                                          w=cfg_scale, classifier_scale=scale, dynamic_norm=dynamic_norm,
-                                          batch_size=batch_size)
-    proto.options()  # validate
-    from .schedule import ddim_grid
-
-    ddim_grid(proto.steps, proto.ratio)
-    results = evaluate_localization(models, seeds, proto, methods, cache, progress)
-    table = localization_table(results)
-    echo(table)
-    if json_out is not None:
-        write_text_atomic(json_out, json.dumps(results, indent=2) + "\n")
-    if report is not None:
-        def write(tmp: Path) -> None:
-            (tmp / "index.md").write_text("# Lesion localisation\n\n" + table + "\n")
-            (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-
-        atomic_write_dir(report, write)
-    return results

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DiffSCMError
+from ..errors import DiffSCMError
 
 KINDS = ("categorical", "continuous", "image")
 

@@ -20,11 +20,12 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 
-from .distributed import Topology, block, gather_rows
-from .errors import DiffSCMError
-from .models import DiffusionModel, NoiseAwarePredictor, Oracle
-from .models.base import Pretrained
-from .models.io import CONFIG_NAME, WEIGHTS_NAME, atomic_write_dir, load_config
+from ..distributed import Topology, block, gather_rows
+from ..errors import DiffSCMError
+from ..models import DiffusionModel, NoiseAwarePredictor, Oracle
+from ..models.base import Pretrained
+from ..files import atomic_write_dir
+from ..models.io import CONFIG_NAME, WEIGHTS_NAME, load_config
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
@@ -313,7 +314,7 @@ def regression_oracle_loss(model, max_shift: int = 2):
 def judge_loss(model):
     """The benchmark judges' objectives: cross-entropy (digit) or MSE on the [−1, 1]-scaled value; ``y`` holds the
     target then the context attributes, column by column (the digit judge: the labels)."""
-    from .models.judge import to_unit
+    from ..models.judge import to_unit
 
     target = model.config["target"]
 
@@ -342,7 +343,7 @@ def flow_loss(model, parent_names: list[str]):
 
 def load_init(model: torch.nn.Module, path: str | Path) -> dict:
     """Copy every tensor of the checkpoint at ``path`` whose name and shape match into ``model``."""
-    from .models.io import load_tensors
+    from ..models.io import load_tensors
 
     src = load_tensors(path)
     own = model.state_dict()
@@ -362,7 +363,7 @@ def vae_loss(model):
 
 def read_alphas(diffusion_dir: str | Path) -> tuple[torch.Tensor, dict]:
     """ᾱ table of a trained diffusion checkpoint (the predictor must train on the same schedule)."""
-    from .schedule import make_alphas_cumprod
+    from ..schedule import make_alphas_cumprod
 
     cfg = load_config(diffusion_dir, expected_kind="diffusion")
     return make_alphas_cumprod(cfg.get("schedule", "linear"), cfg.get("num_train_timesteps", 1000)).float(), cfg

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import training as tr
-from .data import to_model_range
-from .errors import DiffSCMError
-from .graph import MNIST_GRAPH, MORPHO_GRAPH, CausalGraph
-from .models.diffusion import DEFAULT_UNET
-from .models import (
+from . import loop as tr
+from ..data import to_model_range
+from ..errors import DiffSCMError
+from ..scm.conditioning import cond_spec, make_flow, mean_std
+from ..scm.graph import MNIST_GRAPH, MORPHO_GRAPH, CausalGraph
+from ..models.diffusion import DEFAULT_UNET
+from ..models import (
     VAE,
-    AttributeFlow,
     Classifier,
     DiffusionModel,
     Judge,
@@ -35,91 +35,11 @@ class TrainJob:
     extra: dict = field(default_factory=dict)
 
 
-def load_morpho_folder(data_dir: Path | None, split: str = "train") -> tuple[np.ndarray, dict[str, np.ndarray], str]:
-    """Images and attributes of a Morpho-MNIST folder, and its data hash. Two layouts are read: the one written by
-    ``diffscm data morphomnist --out`` ({split}-images.npy + {split}-attributes.csv) and the one Morpho-MNIST is
-    distributed in (t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, t10k-morpho.csv; train-… likewise)."""
-    import hashlib
-
-    from .data.morphomnist import community_files, load_community_split, read_attributes_csv
-
-    if data_dir is None:
-        raise DiffSCMError("--dataset morphomnist needs --data-dir: a folder written by `diffscm data morphomnist --out` "
-                           "or one in Morpho-MNIST's own layout")
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise DiffSCMError(f"--data-dir {data_dir} is not a folder")
-    images_file, csv_file = data_dir / f"{split}-images.npy", data_dir / f"{split}-attributes.csv"
-    ours = [f for f in (images_file, csv_file) if f.exists()]
-    community = community_files(data_dir, split)
-    if not ours and any(f.exists() or f.with_suffix("").exists() for f in community):
-        images, attrs = load_community_split(data_dir, split)
-        h = hashlib.sha256(images.tobytes())
-        h.update(community[2].read_bytes())
-        return images, attrs, h.hexdigest()
-    for f in (images_file, csv_file):
-        if not f.exists():
-            raise DiffSCMError(f"{f} does not exist (write it with `diffscm data morphomnist --out {data_dir}`, or give "
-                               f"a folder holding {community[0].name}, {community[1].name} and {community[2].name})")
-    images = np.load(images_file, allow_pickle=False)
-    attrs = read_attributes_csv(csv_file)
-    if images.ndim != 3 or len(images) != len(attrs["digit"]):
-        raise DiffSCMError(f"{images_file} ({images.shape}) does not match {csv_file} ({len(attrs['digit'])} rows)")
-    h = hashlib.sha256(images.tobytes())
-    h.update(csv_file.read_bytes())
-    return images, attrs, h.hexdigest()
-
-
-MORPHO_VALID = 2000   # the last images of the Morpho-MNIST training split, held out to choose settings
-
-
-def morpho_split(x: np.ndarray, attrs: dict[str, np.ndarray], split: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """``train`` (all but the last MORPHO_VALID images of the training split), ``valid`` (those) or ``train+valid``.
-    A training split of at most 2·MORPHO_VALID images (a small build) is used whole for ``train``."""
-    if split not in ("train", "valid", "train+valid"):
-        raise DiffSCMError(f"unknown --split {split!r} for Morpho-MNIST (train, valid or train+valid)")
-    if split == "train+valid" or (split == "train" and len(x) <= 2 * MORPHO_VALID):
-        return x, attrs
-    if len(x) <= 2 * MORPHO_VALID:
-        raise DiffSCMError(f"the training split has {len(x)} images: too few to hold out {MORPHO_VALID} for validation")
-    sl = slice(None, -MORPHO_VALID) if split == "train" else slice(-MORPHO_VALID, None)
-    return x[sl], {k: v[sl] for k, v in attrs.items()}
-
-
-def _stats(v: np.ndarray) -> tuple[float, float]:
-    return float(np.mean(v)), float(np.std(v) + 1e-8)
-
-
-def cond_spec(graph: CausalGraph, names, attrs: dict[str, np.ndarray] | None = None) -> list[dict]:
-    """Encoding of conditioning variables: categorical by class; continuous standardised with the data's stats, or
-    (``attrs=None``, for a parent-conditioned ε-model) by the variable's support."""
-    spec = []
-    for n in names:
-        v = graph.variables[n]
-        if v.kind == "categorical":
-            spec.append({"name": n, "kind": "categorical", "num_classes": v.num_classes})
-        elif attrs is None:
-            spec.append({"name": n, "kind": "continuous", "low": v.low, "high": v.high})
-        else:
-            m, s = _stats(attrs[n])
-            spec.append({"name": n, "kind": "continuous", "mean": m, "std": s})
-    return spec
-
-
-def make_flow(graph: CausalGraph, name: str, table: dict[str, np.ndarray]) -> AttributeFlow:
-    """An untrained flow for continuous variable ``name``, standardised with the table's statistics."""
-    var = graph.variables[name]
-    probe = AttributeFlow({"target": name, "low": var.low, "high": var.high})
-    m, s = _stats(probe.unconstrain(torch.as_tensor(np.asarray(table[name]))).numpy())
-    return AttributeFlow({"target": name, "low": var.low, "high": var.high, "mean": m, "std": s,
-                          "parents": cond_spec(graph, var.parents, table)})
-
-
 def load_folder_training(data_dir: Path | None, target: str | None, where: dict[str, str] | None = None):
     """Training rows of a generic dataset folder (its ``train`` split if it has a split column), as uint8-free floats."""
     import hashlib
 
-    from .data.folder import LABELS_CSV, load_folder
+    from ..data.folder import LABELS_CSV, load_folder
 
     if data_dir is None:
         raise DiffSCMError("--dataset folder needs --data-dir: a folder with labels.csv and images/")
@@ -186,8 +106,8 @@ def setup_training(what: str, dataset: str, *, split: str = "train", data_dir: P
         return _setup_folder(what, data_dir, target, recipe, diffusion, latent, where)
     target = target or "digit"
     if dataset == "mnist":
-        from .data import load_mnist
-        from .data.mnist import MNIST_SHA256
+        from ..data import load_mnist
+        from ..data.mnist import MNIST_SHA256
 
         if target != "digit" or what == "flow":
             raise DiffSCMError("MNIST has one attribute: digit (and no flow to train)")
@@ -197,6 +117,8 @@ def setup_training(what: str, dataset: str, *, split: str = "train", data_dir: P
                  "data": f"mnist.pkl.gz sha256 {MNIST_SHA256}" if data_dir is None else f"IDX files in {data_dir}"}
         graph = None
     else:
+        from ..data.morphomnist import load_morpho_folder, morpho_split
+
         x_u8, attrs, digest = load_morpho_folder(data_dir, "train")
         x_u8, attrs = morpho_split(x_u8, attrs, split)
         extra = {"dataset": dataset, "split": split, "data": f"{data_dir} images+attributes sha256 {digest}",
@@ -223,7 +145,7 @@ def setup_training(what: str, dataset: str, *, split: str = "train", data_dir: P
         if kind == "categorical":
             cfg["num_classes"] = 10
         else:
-            m, s = _stats(attrs[target])
+            m, s = mean_std(attrs[target])
             cfg.update({"target_kind": "continuous", "target_mean": m, "target_std": s})
         model = NoiseAwarePredictor(cfg)
         return TrainJob(model, tr.predictor_loss(model, alphas), x, y, extra)
@@ -231,7 +153,7 @@ def setup_training(what: str, dataset: str, *, split: str = "train", data_dir: P
         if kind == "categorical":
             model = Oracle({})
             return TrainJob(model, tr.oracle_loss(model), x, y, extra)
-        m, s = _stats(attrs[target])
+        m, s = mean_std(attrs[target])
         model = RegressionOracle({"target": target, "target_mean": m, "target_std": s})
         return TrainJob(model, tr.regression_oracle_loss(model), x, y, extra)
     if what == "judge":

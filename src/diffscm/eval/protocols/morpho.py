@@ -20,15 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import from_model_range, to_model_range
-from .data import morphomnist as mm
-from .distributed import Topology
-from .errors import DiffSCMError
-from .harness import DiffSCMMethod, batched_apply, cached_chunks
-from .mechanisms import InferenceOptions
-from .metrics import bootstrap_ci, cld, frechet_distance, kernel_distance, l1_255
-from .models.io import weights_key
-from .scm import SCM, Exogenous, abduct_attributes, act, batch_generator
+from ...data import from_model_range, to_model_range
+from ...data import morphomnist as mm
+from ...distributed import Topology
+from ...errors import DiffSCMError
+from ..harness import DiffSCMMethod, batched_apply, cached_chunks
+from ...scm.mechanisms import InferenceOptions
+from ..metrics import bootstrap_ci, cld, frechet_distance, kernel_distance, l1_255
+from ...models.io import weights_key
+from ...scm.core import SCM, Exogenous, abduct_attributes, act, batch_generator
 
 INTERVENTIONS = ("thickness", "intensity", "joint")
 CFBENCH = ("thickness", "intensity", "digit")   # the counterfactual benchmark's single-parent interventions
@@ -137,7 +137,7 @@ def draw_interventions(attrs: dict[str, np.ndarray], pool: dict[str, np.ndarray]
 
 def cfbench_edges(name: str) -> np.ndarray:
     """The benchmark's 9 equal bins of a continuous attribute: ``linspace(−1, 1, 10)`` on its min–max scaled range."""
-    from .models.judge import RANGES
+    from ...models.judge import RANGES
 
     return np.linspace(*RANGES[name], N_BINS + 1)
 
@@ -259,7 +259,7 @@ def generate_morpho(method, scm: SCM, x_u8: np.ndarray, attrs: dict[str, np.ndar
                     proto: MorphoProtocol, cache: Path | None = None, progress: bool = True,
                     top: Topology | None = None) -> MorphoGenerated:
     """Counterfactuals for every seed × intervention, reversals, and null-intervention compositions; with a
-    multi-process ``top`` the chunks are shared out over the ranks (:func:`diffscm.harness.cached_chunks`)."""
+    multi-process ``top`` the chunks are shared out over the ranks (:func:`diffscm.eval.harness.cached_chunks`)."""
     do, target, truth = plan(scm, attrs, pool, proto.seeds, proto.protocol)
     gen = MorphoGenerated(x_u8, attrs, do, target, truth)
     # the targets come from the SCM's flows: a repacked SCM with other flows must not reuse these images
@@ -522,7 +522,7 @@ PUBLISHED = {
 
 def cfbench_table(results: dict[str, dict]) -> str:
     """Markdown: our rows (mean [95% CI]) beside the published ones, in the benchmark's column order."""
-    from .report import md_table
+    from ..report import md_table
 
     def f(d, nd):
         if d is None:
@@ -554,7 +554,7 @@ CFBENCH_METHODS = ("diffscm", "diffscm-paper", "cvae")
 def cfbench_methods(scm: SCM, names: list[str], overrides: dict) -> dict:
     """Harness methods by name: Diff-SCM at the SCM's defaults (with ``overrides``), the paper's mechanism at its own
     defaults, and the DeepSCM-style cVAE shipped under ``evaluation``."""
-    from .models import load_model
+    from ...models import load_model
 
     evaluation = json.loads((scm.path / "scm.json").read_text()).get("evaluation", {})
     out = {}
@@ -576,7 +576,7 @@ def cfbench_methods(scm: SCM, names: list[str], overrides: dict) -> dict:
 
 def load_judges(scm: SCM) -> dict:
     """The digit, thickness and intensity judges listed under ``evaluation`` as ``judge-NAME``."""
-    from .models import Judge
+    from ...models import Judge
 
     evaluation = json.loads((scm.path / "scm.json").read_text()).get("evaluation", {})
     missing = [n for n in CFBENCH if f"judge-{n}" not in evaluation]
@@ -593,9 +593,9 @@ def run_cfbench(scm: SCM, methods: dict, data_dir: Path, n: int, seeds: tuple[in
     generate (cached, resumable), render and measure the true counterfactuals, score every method. The test
     images after the first ``n`` are KID's real set; the whole test split is CLD's real pool. Reversibility (not one
     of the benchmark's columns, and half the generation cost) on the first ``rev_n`` images only (None: all)."""
-    from .data import load_mnist
-    from .models import load_model
-    from .train_setup import load_morpho_folder
+    from ...data import load_mnist
+    from ...models import load_model
+    from ...data.morphomnist import load_morpho_folder
 
     x_test, a_test, _ = load_morpho_folder(Path(data_dir), "test")
     if not 2 <= n < len(x_test) - 1:

@@ -6,10 +6,10 @@ import time
 import numpy as np
 import torch
 
-from .data import from_model_range, to_model_range
-from .mechanisms import InferenceOptions
-from .models import Oracle
-from .scm import SCM
+from ..data import from_model_range, to_model_range
+from ..scm.mechanisms import InferenceOptions
+from ..models import Oracle
+from ..scm.core import SCM
 
 
 def classify(oracle: Oracle, images_u8: np.ndarray, batch_size: int = 500) -> np.ndarray:

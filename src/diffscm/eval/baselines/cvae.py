@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data import from_model_range, to_model_range
-from ..models import VAE
-from ..models.io import weights_key
+from ...data import from_model_range, to_model_range
+from ...models import VAE
+from ...models.io import weights_key
 
 
 class CVAEMethod:

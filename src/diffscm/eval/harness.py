@@ -23,15 +23,15 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .data import from_model_range, to_model_range
-from .distributed import Topology, barrier, block
-from .errors import DiffSCMError
-from .evaluation import classify, random_targets
-from .mechanisms import InferenceOptions
+from ..data import from_model_range, to_model_range
+from ..distributed import Topology, barrier, block
+from ..errors import DiffSCMError
+from .basics import classify, random_targets
+from ..scm.mechanisms import InferenceOptions
 from .metrics import bootstrap_ci, cld, effectiveness_hits, frechet_distance, kernel_distance, l1_255, ssim_per_image
-from .models import VAE, Oracle
-from .models.io import weights_key
-from .scm import SCM, Exogenous, abduct, batch_generator, predict
+from ..models import VAE, Oracle
+from ..models.io import weights_key
+from ..scm.core import SCM, Exogenous, abduct, batch_generator, predict
 
 METRIC_KEYS = ("effectiveness", "composition_l1_1", "composition_l1_10", "reversibility_l1", "cld", "kid_oracle", "fid_oracle",
                "images_per_s")

@@ -24,16 +24,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.folder import FolderDataset, load_folder
-from .errors import DiffSCMError
-from .distributed import Topology
-from .harness import cached_chunks
-from .localize import anomaly_map, healthy_counterfactual, noised_reconstruction, vae_reconstruction
-from .mechanisms import InferenceOptions
-from .metrics.localization import auroc, average_precision, best_threshold, image_scores, mean_dice
-from .models import VAE, DiffusionModel
-from .models.io import weights_key
-from .scm import SCM
+from ...data.folder import FolderDataset, load_folder
+from ...errors import DiffSCMError
+from ...distributed import Topology
+from ..harness import cached_chunks
+from ..localize import anomaly_map, healthy_counterfactual, noised_reconstruction, vae_reconstruction
+from ...scm.mechanisms import InferenceOptions
+from ..metrics.localization import auroc, average_precision, best_threshold, image_scores, mean_dice
+from ...models import VAE, DiffusionModel
+from ...models.io import weights_key
+from ...scm.core import SCM
+from ...files import atomic_write_dir, write_text_atomic
+from ...schedule import ddim_grid
+from ..report import md_table
 
 METHODS = ("implicit", "classifier", "anoddpm", "vae")
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -238,3 +241,53 @@ def sweep(models: LocalizationModels, root: Path, proto: LocalizationProtocol, m
                      "auprc": average_precision(m, val.masks),
                      "auroc": auroc(image_scores(m, p.top), val.table[models.label])})
     return rows
+
+
+def localization_table(results: dict) -> str:
+    """Markdown table of :func:`evaluate_localization` results."""
+    def cell(s: dict) -> str:
+        return f"{s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
+
+    rows = []
+    for method, r in results["methods"].items():
+        sm = r["summary"]
+        settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
+        rows.append([method, cell(sm["dice"]), cell(sm["auprc"]), cell(sm["auroc"]), settings])
+    return md_table(["method", "Dice (test)", "AUPRC (pixels)", "AUROC (images)", "settings"], rows)
+
+
+def run_localization_eval(scm: SCM, methods: list[str], roots: list[Path], n_val: int, n_test: int, steps, ratio,
+                          cfg_scale, scale, dynamic_norm, batch_size, cache: Path | None, json_out: Path | None,
+                          report: Path | None, progress: bool = True, echo=print) -> dict:
+    """``diffscm evaluate --task localization``: the lesion table over the seeds' dataset folders."""
+    methods = methods or list(METHODS)
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise DiffSCMError(f"unknown --method {bad[0]!r} for localization (choose from {', '.join(METHODS)})")
+    if not roots:
+        raise DiffSCMError("--task localization needs --lesion-data DIR (one folder per seed, e.g. from `diffscm data lesion-mnist`)")
+    seeds = {}
+    for k, root in enumerate(roots):
+        info_file = Path(root) / "dataset.json"
+        seed = json.loads(info_file.read_text()).get("seed", k) if info_file.is_file() else k
+        if seed in seeds:
+            raise DiffSCMError(f"--lesion-data {root} repeats seed {seed}")
+        seeds[seed] = Path(root)
+    models = LocalizationModels.from_scm(scm)
+    proto = LocalizationProtocol.from_scm(scm, models.label, n_val=n_val, n_test=n_test, steps=steps, ratio=ratio,
+                                          w=cfg_scale, classifier_scale=scale, dynamic_norm=dynamic_norm,
+                                          batch_size=batch_size)
+    proto.options()  # validate
+    ddim_grid(proto.steps, proto.ratio)
+    results = evaluate_localization(models, seeds, proto, methods, cache, progress)
+    table = localization_table(results)
+    echo(table)
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(results, indent=2) + "\n")
+    if report is not None:
+        def write(tmp: Path) -> None:
+            (tmp / "index.md").write_text("# Lesion localisation\n\n" + table + "\n")
+            (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+        atomic_write_dir(report, write)
+    return results

@@ -14,13 +14,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .distributed import Topology, block, gather_rows
-from .errors import DiffSCMError
+from ..distributed import Topology, block, gather_rows
+from ..errors import DiffSCMError
+from ..progress import make_progress
 from .graph import CausalGraph
 from .mechanisms import DiffusionImageMechanism, InferenceOptions, RootCategorical
-from .models import AttributeFlow, DiffusionModel, NoiseAwarePredictor, Oracle, load_model
+from ..models import AttributeFlow, DiffusionModel, NoiseAwarePredictor, Oracle, load_model
 
 SCM_CONFIG = "scm.json"
 PRETRAINED = ("mnist", "morphomnist", "lesion-mnist")
@@ -108,7 +108,7 @@ class SCM:
         Returns each flow's final mean negative log-likelihood (standardised units). For checkpointed training
         use ``diffscm train flow``.
         """
-        from .train_setup import make_flow
+        from .conditioning import make_flow
 
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
@@ -210,7 +210,7 @@ class SCM:
         k_steps = len(self.image_mechanism.grid(opts)) - 1
         mine = block((n + bs - 1) // bs, top)
         outs: dict[str, list[torch.Tensor]] = {}
-        with _progress(progress and top.is_main) as bar:
+        with make_progress(progress and top.is_main) as bar:
             task = bar.add_task("counterfactuals", total=2 * k_steps * len(mine))
             tick = lambda _i: bar.advance(task)  # noqa: E731
             for b in mine:
@@ -301,10 +301,3 @@ def resolve_model(name_or_path: str | Path) -> Path:
     if not path.exists():
         raise DiffSCMError(f"model {str(name_or_path)!r} is neither a shipped model ({', '.join(PRETRAINED)}) nor a folder")
     return path
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), disable=not enabled, transient=False)
-
-

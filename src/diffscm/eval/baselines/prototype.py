@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ..data import from_model_range, to_model_range
-from ..models import VAE, Classifier
-from ..models.io import weights_key
+from ...data import from_model_range, to_model_range
+from ...models import VAE, Classifier
+from ...models.io import weights_key
 
 
 @dataclass

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from .errors import DiffSCMError
-from .mechanisms import DiffusionImageMechanism, InferenceOptions
-from .models import DiffusionModel
-from .sampling import ddim_sample
-from .schedule import ddim_grid
+from ..errors import DiffSCMError
+from ..scm.mechanisms import DiffusionImageMechanism, InferenceOptions
+from ..models import DiffusionModel
+from ..scm.sampling import ddim_sample
+from ..schedule import ddim_grid
 
 REDUCTIONS = ("mean", "max")
 

@@ -7,11 +7,11 @@ from typing import Callable
 
 import torch
 
-from .errors import DiffSCMError
+from ..errors import DiffSCMError
 from .guidance import GuidanceTerm, classifier_free, classifier_guided, parent_free
-from .models import DiffusionModel, NoiseAwarePredictor
+from ..models import DiffusionModel, NoiseAwarePredictor
 from .sampling import EpsFn, bdia_invert, bdia_sample, ddim_invert, ddim_sample, exact_invert, exact_sample
-from .schedule import ddim_grid
+from ..schedule import ddim_grid
 
 MECHANISMS = ("auto", "paper", "conditional")
 INVERSIONS = ("ddim", "fixed-point", "exact", "bdia")

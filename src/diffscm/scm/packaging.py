@@ -5,9 +5,10 @@ import json
 import shutil
 from pathlib import Path
 
-from .errors import DiffSCMError
+from ..errors import DiffSCMError
 from .graph import MNIST_GRAPH, CausalGraph
-from .models.io import CONFIG_NAME, WEIGHTS_NAME, atomic_write_dir, load_config
+from ..files import atomic_write_dir
+from ..models.io import CONFIG_NAME, WEIGHTS_NAME, load_config
 
 
 

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import from_model_range, load_mnist, to_model_range
-from .distributed import topology
-from .data.user_images import load_user_image
-from .errors import DiffSCMError
-from .evaluation import random_targets
-from .mechanisms import InferenceOptions
-from .models.io import atomic_write_dir
-from .scm import SCM, abduct, act, predict
-from .viz import save_grid
+from ..data import from_model_range, load_mnist, to_model_range
+from ..distributed import topology
+from ..data.user_images import load_user_image
+from ..errors import DiffSCMError
+from ..eval.basics import random_targets
+from ..scm.mechanisms import InferenceOptions
+from ..files import atomic_write_dir
+from ..scm.core import SCM, abduct, act, predict
+from ..eval.viz import save_grid
 
 
 def parse_index(spec: "str | np.ndarray", n: int) -> np.ndarray:
@@ -212,13 +212,13 @@ def _parse_observed(scm: SCM, observed: dict[str, str], n: int) -> dict[str, tor
 
 def _morpho_split(scm: SCM, split: str | None, index: str | None, data_dir: Path | None,
                   notes: list[str]) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
-    from .data import morphomnist as mm
+    from ..data import morphomnist as mm
 
     split = split or "test"
     if split not in ("train", "test"):
         raise DiffSCMError(f"unknown --split {split!r} for Morpho-MNIST (use train or test)")
     if data_dir is not None:
-        from .train_setup import load_morpho_folder
+        from ..data.morphomnist import load_morpho_folder
 
         x_all, attrs, _ = load_morpho_folder(data_dir, split)
         idx = parse_index("0:16" if index is None else index, len(x_all))
@@ -251,7 +251,7 @@ def load_factuals(scm: SCM, split: str | None, index: str | None, images: list[P
             notes.append("factual digit inferred by the anti-causal predictor at t=0: " + ",".join(map(str, obs["digit"].tolist())))
         measured = [n for n in attr_names if n not in obs and n in ("thickness", "intensity")]
         if measured:
-            from .data import morphomnist as mm
+            from ..data import morphomnist as mm
 
             vals = mm.measure_batch(x_u8[:, 0] if x_u8.ndim == 4 else x_u8, workers=1)
             for n in measured:
@@ -307,7 +307,7 @@ def run_counterfactual(scm: SCM, x_u8: np.ndarray, observed: dict[str, torch.Ten
         summary["oracle_effectiveness"] = float((pred == arrays["target"]).mean())
     measured = [n for n in observed if n in ("thickness", "intensity")]
     if measured:
-        from .data import morphomnist as mm
+        from ..data import morphomnist as mm
 
         vals = mm.measure_batch(cf[:, 0] if cf.ndim == 4 else cf, workers=1)
         for n in measured:

@@ -1,4 +1,4 @@
-"""Implementation of ``diffscm evaluate`` and ``diffscm sweep`` (argument parsing lives in :mod:`diffscm.cli`)."""
+"""The MNIST counterfactual evaluation (``diffscm evaluate``) and the settings sweep (``diffscm sweep``)."""
 from __future__ import annotations
 
 import json
@@ -7,16 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .baselines import CVAEMethod, PrototypeMethod, PrototypeParams
-from .data import load_mnist
-from .data.mnist import cache_dir
-from .distributed import topology
-from .errors import DiffSCMError
-from .harness import METRIC_KEYS, DiffSCMMethod, EvalProtocol, Scorer, generate, oracle_features, score
-from .metrics import frechet_distance, kernel_distance
-from .models import VAE, Classifier
-from .report import md_table, write_text_atomic
-from .scm import SCM
+from ..baselines import CVAEMethod, PrototypeMethod, PrototypeParams
+from ...data import load_mnist
+from ...data.mnist import cache_dir
+from ...distributed import topology
+from ...errors import DiffSCMError
+from ..harness import METRIC_KEYS, DiffSCMMethod, EvalProtocol, Scorer, generate, oracle_features, score
+from ..metrics import frechet_distance, kernel_distance
+from ...models import VAE, Classifier
+from ...files import write_json_atomic
+from ...scm.core import SCM
 
 METHODS = ("diffscm", "diffscm-paper", "diffscm-reference", "cvae", "prototype")
 # The reference implementation's setting: the paper's mechanism, 75 + 75 steps of a 100-step grid, L = 0.75, s = 1,
@@ -24,19 +24,6 @@ METHODS = ("diffscm", "diffscm-paper", "diffscm-reference", "cvae", "prototype")
 REFERENCE_OPTIONS = {"mechanism": "paper", "steps": 100, "ratio": 0.75, "scale": 1.0, "dynamic_norm": True,
                      "clip": False, "inversion": "ddim", "abduction": "null"}
 EVAL_MODELS = ("vae", "cvae", "autoencoder", "classifier")
-
-
-def parse_list(spec: str, flag: str, cast=float) -> list:
-    """``"0,1,2"`` -> ``[0, 1, 2]`` with a one-line error."""
-    try:
-        vals = [cast(v) for v in spec.split(",") if v.strip()]
-    except ValueError:
-        raise DiffSCMError(f"bad {flag} {spec!r}: use comma-separated numbers") from None
-    if not vals:
-        raise DiffSCMError(f"{flag} is empty")
-    if len(set(vals)) != len(vals):
-        raise DiffSCMError(f"{flag} {spec!r} repeats a value")
-    return vals
 
 
 def eval_model_paths(scm: SCM) -> dict[str, Path]:
@@ -110,58 +97,6 @@ def _prepare(scm: SCM, split: str, n: int, data_dir: Path | None, n_boot: int, f
     return x_all, y_all, paths, train, scorer
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
-
-
-def fmt(m: dict | None, digits: int = 3) -> str:
-    """``mean [low, high]``; KID as ``mean ± subset std [per-seed range]`` (×10³)."""
-    if not m:
-        return "—"
-    if "std" in m:
-        k = 1e3
-        return f"{m['mean'] * k:.2f} ± {m['std'] * k:.2f} [{m['ci_low'] * k:.2f}, {m['ci_high'] * k:.2f}]"
-    return f"{m['mean']:.{digits}f} [{m['ci_low']:.{digits}f}, {m['ci_high']:.{digits}f}]"
-
-
-TABLE_COLUMNS = [("effectiveness", "effectiveness ↑", 3), ("composition_l1_1", "composition L1 m=1 ↓", 2),
-                 ("composition_l1_10", "composition L1 m=10 ↓", 2), ("reversibility_l1", "reversibility L1 ↓", 2),
-                 ("cld", "CLD (0.8/0.2) ↓", 3), ("cld_equal_weights", "CLD (0.5/0.5) ↓", 3),
-                 ("kid_oracle", "KID ×10³ (oracle features) ↓", 2), ("fid_oracle", "FID (oracle features) ↓", 2),
-                 ("images_per_s", "images/s ↑", 2)]
-
-
-def results_table(results: list[dict]) -> str:
-    """Markdown table: one row per method, metrics as mean [95% CI]."""
-    rows = []
-    for r in results:
-        comp_n = r["metrics"].get("composition_l1_10", {}).get("n", "—")
-        rows.append([f"{r['method']} ({describe(r['settings'])})", f"{r['n']} (m=10: {comp_n})"]
-                    + [fmt(r["metrics"].get(k), d) for k, _, d in TABLE_COLUMNS])
-    return md_table(["method", "n"] + [h for _, h, _ in TABLE_COLUMNS], rows)
-
-
-def describe(settings: dict) -> str:
-    if settings.get("method") == "diffscm":
-        s = ", ".join(f"{k}={v:g}" for k, v in settings["scales"].items() if v) or "no guidance"
-        if settings.get("mechanism") == "conditional":
-            s = "conditional, " + (", ".join(f"w={v:g}" for v in settings.get("cfg_weights", {}).values()) or "w=1") \
-                + ("" if s == "no guidance" else f", {s}")
-        elif settings.get("mechanism") == "paper":
-            s = f"paper, {s}"
-        extra = " + dyn. norm" if settings["dynamic_norm"] else ""
-        inv = settings.get("inversion", "ddim")
-        if inv in ("fixed-point", "exact"):
-            inv = f"{inv} K={settings['inversion_iters']}"
-        if settings.get("guidance") == "intervened" and s not in ("no guidance", "conditional, w=1"):
-            extra += " on the intervened samples"
-        return (f"{settings['used_steps']}+{settings['used_steps']} of N={settings['steps']}, L={settings['ratio']:g}, "
-                f"{s}{extra}, {inv} inversion")
-    if settings.get("method") == "prototype":
-        return f"c={settings['c']:g}, β={settings['beta']:g}, γ={settings['gamma']:g}, θ={settings['theta']:g}, {settings['iterations']} FISTA steps"
-    return settings.get("abduction", "")
-
-
 def run_evaluate(scm: SCM, methods: list[str], overrides: dict, n: int, seeds: list[int], split: str,
                  comp_n: int, json_out: Path | None, report: Path | None, cache: Path | None,
                  data_dir: Path | None, progress: bool = True, n_boot: int = 1000,
@@ -193,9 +128,9 @@ def write_outputs(results: list[dict], generated: dict, real: dict, json_out: Pa
     if json_out is not None:
         payload = _flat(results[0]) if len(results) == 1 else {"methods": [_flat(r) for r in results]}
         payload["reference"] = real
-        _write_json_atomic(json_out, payload)
+        write_json_atomic(json_out, payload)
     if report is not None:
-        from .eval_report import write_evaluation_report
+        from ..figures import write_evaluation_report
 
         write_evaluation_report(report, results, generated, real)
 
@@ -254,9 +189,9 @@ def run_sweep(scm: SCM, param: str, values: list[float], overrides: dict, n: int
     if not top.is_main:
         return []
     if json_out is not None:
-        _write_json_atomic(json_out, {"param": param, "values": values, "results": results})
+        write_json_atomic(json_out, {"param": param, "values": values, "results": results})
     if report is not None:
-        from .eval_report import write_sweep_report
+        from ..figures import write_sweep_report
 
         write_sweep_report(report, param, results, generated)
     return results
