@@ -97,3 +97,13 @@ def named_paths(items: list[str], flag: str, default_name: str | None) -> dict[s
             raise DiffSCMError(f"{flag} gives {name!r} twice")
         out[name.strip()] = Path(path.strip())
     return out
+
+
+def split_counts(out: Path, overwrite: bool, n_train: int, n_val: int, n_test: int) -> dict[str, int]:
+    """The non-empty splits of a dataset to build into ``out``; one-line errors for an existing ``out`` or no image."""
+    if out.exists() and not overwrite:
+        raise DiffSCMError(f"{out} already exists; pass --overwrite")
+    counts = {k: n for k, n in (("train", n_train), ("val", n_val), ("test", n_test)) if n}
+    if not counts:
+        raise DiffSCMError("nothing to build: --train, --val and --test are all 0")
+    return counts

@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from ..errors import DiffSCMError
+from ._common import split_counts
 from .app import data_app
 
 
@@ -68,11 +69,7 @@ def data_lesion_mnist(
     from ..data.folder import write_folder
     from ..data.lesions import lesion_mnist
 
-    if out.exists() and not overwrite:
-        raise DiffSCMError(f"{out} already exists; pass --overwrite")
-    counts = {k: n for k, n in (("train", n_train), ("val", n_val), ("test", n_test)) if n}
-    if not counts:
-        raise DiffSCMError("nothing to build: --train, --val and --test are all 0")
+    counts = split_counts(out, overwrite, n_train, n_val, n_test)
     try:
         splits = lesion_mnist(seed, counts)
     except ValueError as exc:
@@ -109,11 +106,7 @@ def data_colour_mnist(
     from ..data.colour_mnist import GRAPH, SIGMA, colour_mnist
     from ..data.folder import write_folder
 
-    if out.exists() and not overwrite:
-        raise DiffSCMError(f"{out} already exists; pass --overwrite")
-    counts = {k: n for k, n in (("train", n_train), ("val", n_val), ("test", n_test)) if n}
-    if not counts:
-        raise DiffSCMError("nothing to build: --train, --val and --test are all 0")
+    counts = split_counts(out, overwrite, n_train, n_val, n_test)
     splits = colour_mnist(seed, counts, data_dir)
     names = [f"{split}-{k:05d}" for split, d in splits.items() for k in range(len(d["images"]))]
     table = {"split": np.concatenate([[split] * len(d["images"]) for split, d in splits.items()]),
