@@ -24,7 +24,7 @@ def prose(part: str) -> str:
         cond = (f"conditioned on {', '.join(parents)} through a per-parent embedding with a null token (each parent "
                 f"dropped to ∅ in training, so ε(x, t, ∅) is the paper mechanism's unconditional model)"
                 if parents else "unconditional")
-        return (f"ε-prediction UNet2DModel (diffusers), `{json.dumps(cfg['unet'])}`; schedule {cfg['schedule']}, "
+        return (f"ε-prediction UNet (diffusers' UNet2DModel architecture), `{json.dumps(cfg['unet'])}`; schedule {cfg['schedule']}, "
                 f"T = {cfg['num_train_timesteps']}, {cond}; sampling uses the EMA weights "
                 f"(decay {tr['train']['ema_decay']}, with warm-up).")
     return {

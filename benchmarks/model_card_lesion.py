@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACK = ROOT / "src" / "diffscm" / "pretrained" / "lesion-mnist"
 
 PROSE = {
-    "diffusion": "Class-conditional ε-prediction UNet2DModel (diffusers) with a null token: label embedding of 3 rows "
+    "diffusion": "Class-conditional ε-prediction UNet (diffusers' UNet2DModel architecture) with a null token: label embedding of 3 rows "
                  "(healthy, lesion, ∅), conditioning dropped to ∅ with probability 0.35 in training. Fine-tuned from "
                  "the shipped MNIST diffusion model (label embeddings start at zero, so it starts as that model) on all "
                  "Lesion-MNIST training images; sampling uses the EMA weights. Stopped at the step shown to fit the "

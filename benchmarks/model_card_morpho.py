@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACK = ROOT / "src" / "diffscm" / "pretrained" / "morphomnist"
 
 PROSE = {
-    "diffusion": "ε-prediction UNet2DModel (diffusers) conditioned on every parent of the image (digit: a learned row "
+    "diffusion": "ε-prediction UNet (diffusers' UNet2DModel architecture) conditioned on every parent of the image (digit: a learned row "
                  "per class; thickness and intensity: Fourier features of the value normalised to its support), each "
                  "parent with its own null token ∅ (dropped with probability 0.2 each, all three at once with 0.1, so "
                  "ε(x, t, ∅) is the paper mechanism's unconditional model); initialised from the shipped MNIST "

@@ -186,7 +186,7 @@ def test_pack_a_morpho_scm_from_a_yaml_graph(monkeypatch, capsys, tmp_path, tiny
             *[a for n in ("digit", "thickness", "intensity") for a in ("--oracle", f"{n}={parts / ('o_' + n)}")],
             "--scale", "4", "--scale", "thickness=2.5", "--steps", "3"]
     res = run_cli(monkeypatch, capsys, *args)
-    assert_user_error(res, out, "thickness", "needs a flow")     # continuous variables need their flows
+    assert_user_error(res, out, "intensity", "needs a flow")     # a continuous variable with parents needs its flow
     res = run_cli(monkeypatch, capsys, *args, "--flow", f"thickness={parts / 'f_thickness'}",
                   "--flow", f"intensity={parts / 'f_intensity'}")
     assert res.code == 0, res.err

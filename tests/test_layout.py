@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "diffscm"
-ROOMS = {"errors": 0, "device": 0, "distributed": 0, "schedule": 0, "files": 0, "progress": 0,
+ROOMS = {"errors": 0, "device": 0, "distributed": 0, "schedule": 0, "files": 0, "progress": 0, "markdown": 0,
          "models": 1, "data": 1, "scm": 2, "train": 3, "eval": 3, "cli": 4}
 
 

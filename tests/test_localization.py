@@ -248,6 +248,22 @@ def test_lesion_generator_half_lesioned_masks_exact():
     assert not np.array_equal(other[0], out)
 
 
+def test_lesion_geometry_scales_with_the_image_size():
+    from diffscm.data.lesions import resize_digits
+
+    small = _digits(10)
+    big = resize_digits(small, 64)
+    assert big.shape == (10, 64, 64) and big.dtype == np.uint8
+    s = 64 / 28
+    _, _, lab28, _ = make_lesion_split(small, seed=5)
+    out64, m64, lab64, p64 = make_lesion_split(big, seed=5, scale=s)
+    assert np.array_equal(lab28, lab64)                     # the same images are lesioned
+    for k in np.flatnonzero(lab64):
+        assert 2 * s <= p64[k]["a"] <= 5 * s and 2 * s <= p64[k]["b"] <= 5 * s
+        assert m64[k].sum() >= 4 * s ** 2
+        assert np.all(np.abs(out64[k].astype(int) - big[k].astype(int))[m64[k]] >= 25)   # ≥ 0.1 of the range
+
+
 def test_insert_lesion_centre_on_foreground():
     x = _digits(1)[0].astype(float) / 255
     rng = np.random.default_rng(0)

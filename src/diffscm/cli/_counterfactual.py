@@ -232,6 +232,27 @@ def _morpho_split(scm: SCM, split: str | None, index: str | None, data_dir: Path
     return x_all[idx], obs, idx
 
 
+def _folder_split(scm: SCM, split: str | None, index: str | None, data_dir: Path,
+                  attr_names: list[str]) -> tuple[np.ndarray, dict[str, torch.Tensor], np.ndarray]:
+    """Images and attribute columns of a dataset folder (its ``test`` split by default, where it has one)."""
+    from ..data.folder import LABELS_CSV, has_split_column, load_folder, read_table
+
+    split = split or ("test" if has_split_column(data_dir) else None)
+    files, table, _ = read_table(data_dir, split)
+    scm.graph.check_table(files, table, str(data_dir / LABELS_CSV))
+    idx = parse_index("0:16" if index is None else index, len(files))
+    ds = load_folder(data_dir, split=split, masks=False)
+    shape = tuple(scm.image_mechanism.diffusion.image_shape)
+    if ds.images.shape[1:] != shape:
+        raise DiffSCMError(f"images of {data_dir} are {'×'.join(map(str, ds.images.shape[1:]))}, the model's "
+                           f"{'×'.join(map(str, shape))}")
+    x_u8 = np.round(ds.images[idx] * 255).astype(np.uint8)
+    x_u8 = x_u8[:, 0] if x_u8.shape[1] == 1 else x_u8          # grey as N×H×W, as elsewhere
+    obs = {n: torch.as_tensor(ds.table[n][idx], dtype=torch.long if scm.graph.variables[n].kind == "categorical"
+                              else torch.float32) for n in attr_names}
+    return x_u8, obs, idx
+
+
 def load_factuals(scm: SCM, split: str | None, index: str | None, images: list[Path], observed: dict[str, str],
                   data_dir: Path | None, notes: list[str]) -> tuple[np.ndarray, dict[str, torch.Tensor], np.ndarray | None]:
     """Factual images (uint8), every attribute's factual value and the split indices (None for the user's files).
@@ -266,6 +287,8 @@ def load_factuals(scm: SCM, split: str | None, index: str | None, images: list[P
         return x_u8, obs, None
     if observed:
         raise DiffSCMError("--observed goes with --image; split images carry their own labels")
+    if data_dir is not None and (Path(data_dir) / "labels.csv").is_file():
+        return _folder_split(scm, split, index, Path(data_dir), attr_names)
     if set(attr_names) == {"digit"}:
         x_all, y_all = load_mnist(split or "test", data_dir)
         idx = parse_index("0:16" if index is None else index, len(x_all))

@@ -62,6 +62,7 @@ def data_lesion_mnist(
         n_train: int = typer.Option(20000, "--train", min=0, max=50000, help="Training images (from MNIST train)."),
         n_val: int = typer.Option(500, "--val", min=0, max=10000, help="Validation images (from MNIST valid)."),
         n_test: int = typer.Option(1000, "--test", min=0, max=10000, help="Test images (from MNIST test)."),
+        size: int = typer.Option(28, min=28, max=256, help="Image size: the digits are resized (bicubic) and the lesions scaled by SIZE/28."),
         overwrite: bool = typer.Option(False, help="Replace an existing --out.")):
     """Lesion-MNIST: real MNIST with seeded synthetic lesions in a random half of each split, masks known."""
     import numpy as np
@@ -71,7 +72,7 @@ def data_lesion_mnist(
 
     counts = split_counts(out, overwrite, n_train, n_val, n_test)
     try:
-        splits = lesion_mnist(seed, counts)
+        splits = lesion_mnist(seed, counts, size=size)
     except ValueError as exc:
         raise DiffSCMError(str(exc)) from None
     images, masks, names, table = [], [], [], {"split": [], "lesion": [], "digit": [], "source_index": [], "polarity": []}
@@ -84,8 +85,8 @@ def data_lesion_mnist(
         table["digit"] += d["digit"].tolist()
         table["source_index"] += d["source_index"].tolist()
         table["polarity"] += [("dark" if p["dark"] else "bright") if p else "none" for p in d["params"]]
-    info = {"name": f"lesion-mnist-seed{seed}", "label": "lesion", "num_classes": 2, "class_names": ["healthy", "lesion"],
-            "generator": "diffscm.data.lesions", "seed": seed, "counts": counts}
+    info = {"name": f"lesion-mnist-seed{seed}" + (f"-{size}px" if size != 28 else ""), "label": "lesion", "num_classes": 2, "class_names": ["healthy", "lesion"],
+            "generator": "diffscm.data.lesions", "seed": seed, "counts": counts, "size": size}
     write_folder(out, np.concatenate(images), {k: np.asarray(v) for k, v in table.items()}, np.concatenate(masks),
                  info=info, names=names)
     typer.echo(str(out))

@@ -16,7 +16,7 @@ from .app import app
 def evaluate(
     model: str = typer.Option("mnist", help="Shipped model name (mnist) or an SCM folder with evaluation models."),
     task: str = typer.Option("counterfactual", help="counterfactual (effectiveness, CLD, ...) or localization (Dice, AUPRC, AUROC)."),
-    protocol: str = typer.Option("mnist", help="counterfactual: mnist (digit interventions on MNIST) or cfbench (the counterfactual benchmark's Morpho-MNIST protocol; needs --data-dir with the Morpho-MNIST test split)."),
+    protocol: str = typer.Option("auto", help="counterfactual: folder (any SCM on a dataset folder: every image parent intervened on, judged by the SCM's oracles), mnist (digit interventions on MNIST) or cfbench (the counterfactual benchmark's Morpho-MNIST protocol; needs --data-dir with the Morpho-MNIST test split); auto: folder when --data-dir holds labels.csv, else mnist."),
     method: list[str] = typer.Option(["diffscm"], "--method", help="counterfactual: diffscm, diffscm-paper, diffscm-reference, cvae or prototype (cfbench: diffscm, diffscm-paper, cvae); localization: implicit, classifier, anoddpm, vae (default all). Repeatable."),
     lesion_data: list[Path] = typer.Option([], "--lesion-data", help="localization: a dataset folder with val/test splits and masks, one per seed (repeatable)."),
     n_val: int = typer.Option(200, min=1, help="localization: validation images per seed (threshold choice)."),
@@ -26,6 +26,7 @@ def evaluate(
     seeds: str = typer.Option("0,1,2", help="Comma-separated seeds (random targets, stochastic sampling)."),
     split: str = typer.Option("test", help="Split of the factual images and of CLD's real-image pool: test or valid."),
     comp_n: int = typer.Option(100, min=0, help="Images on which the null intervention is iterated 10 times."),
+    rev_n: int = typer.Option(100, min=0, help="folder: reversibility on the first REV_N images."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON."),
     report: Optional[Path] = typer.Option(None, help="Report folder: index.md + PNG grids."),
     steps: Optional[int] = typer.Option(None, help="diffscm: DDIM grid size N."),
@@ -68,8 +69,17 @@ def evaluate(
         return
     if lesion_data:
         raise DiffSCMError("--lesion-data belongs to --task localization")
-    if protocol not in ("mnist", "cfbench"):
-        raise DiffSCMError(f"unknown --protocol {protocol!r} (mnist or cfbench)")
+    if protocol == "auto":
+        protocol = "folder" if data_dir is not None and (data_dir / "labels.csv").is_file() else "mnist"
+    if protocol not in ("folder", "mnist", "cfbench"):
+        raise DiffSCMError(f"unknown --protocol {protocol!r} (folder, mnist or cfbench)")
+    if protocol == "folder":
+        _run_folder_cli(model, device, method, data_dir, split, n, seeds, comp_n, rev_n, json_out, report, overwrite,
+                        None if no_cache else (cache or default_cache()), not quiet, n_boot,
+                        {"steps": steps, "ratio": ratio, "scale": scale, "batch_size": batch_size,
+                         "mechanism": mechanism, "inversion": inversion, "inversion_iters": inversion_iters,
+                         "guidance": guidance}, w)
+        return
     if protocol == "cfbench":
         _run_cfbench_cli(model, device, method, data_dir, n, seeds, comp_n, json_out, report, overwrite,
                          None if no_cache else (cache or default_cache()), not quiet, n_boot,
@@ -128,3 +138,30 @@ def _run_cfbench_cli(model, device, method, data_dir, n, seeds, comp_n, json_out
         typer.echo(json.dumps({"method": name, **{f"{k}:{col}": round(v[col]["mean"], 4)
                                                   for k, v in r["interventions"].items()
                                                   for col in ("thickness_mae", "intensity_mae", "digit_accuracy")}}))
+
+
+def _run_folder_cli(model, device, method, data_dir, split, n, seeds, comp_n, rev_n, json_out, report, overwrite,
+                    cache, progress, n_boot, overrides, w) -> None:
+    from ..distributed import topology
+    from ..eval.protocols.generic import generic_table, run_generic
+    from ..files import write_json_atomic, write_text_atomic
+    from ._common import parse_list
+
+    if data_dir is None or not (data_dir / "labels.csv").is_file():
+        raise DiffSCMError("--protocol folder needs --data-dir: a dataset folder with labels.csv and images/")
+    if method != ["diffscm"]:
+        raise DiffSCMError("--protocol folder evaluates the SCM's own mechanism: --method diffscm")
+    seed_list = parse_list(seeds, "--seeds", int)
+    # the folder's own split names (train/val/test …): read_table reports one that has no rows
+    scm, overrides = prepare_evaluation("test", json_out, report, overwrite, model, device, overrides, w)
+    res = run_generic(scm, data_dir, split, n, tuple(seed_list), comp_n, rev_n, cache, progress, n_boot,
+                      topology(), overrides)
+    if not topology().is_main:
+        return
+    if json_out is not None:
+        write_json_atomic(json_out, res)
+    if report is not None:
+        report.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(report / "index.md", f"# Counterfactual evaluation of {model}\n\n" + generic_table(res))
+    for kind, r in res["results"]["interventions"].items():
+        typer.echo(json.dumps({"do": kind, **{k: round(v["mean"], 4) for k, v in r.items()}}))

@@ -149,9 +149,9 @@ def _parse_column(values: list[str]) -> np.ndarray:
     return f.astype(np.int64) if np.all(f == np.round(f)) else f
 
 
-def load_folder(root: str | Path, split: str | None = None, label: str | None = None,
-                num_classes: int | None = None, masks: bool = True) -> FolderDataset:
-    """Read and validate a dataset folder (optionally one ``split``); ``label`` must be an integer class column."""
+def read_table(root: str | Path, split: str | None = None) -> tuple[list[str], dict[str, np.ndarray], dict]:
+    """The file names, the attribute columns (of one ``split``, if given) and ``dataset.json`` of a dataset folder,
+    without reading any image."""
     root = Path(root)
     if not root.is_dir():
         raise DiffSCMError(f"dataset folder {root} does not exist")
@@ -184,7 +184,21 @@ def load_folder(root: str | Path, split: str | None = None, label: str | None = 
     if not cols["file"]:
         raise DiffSCMError(f"{csv_path} lists no images")
     files = cols.pop("file")
-    table = {h: _parse_column(v) for h, v in cols.items()}
+    return files, {h: _parse_column(v) for h, v in cols.items()}, info
+
+
+def has_split_column(root: str | Path) -> bool:
+    """Whether the folder's labels.csv has a ``split`` column."""
+    probe = Path(root) / LABELS_CSV
+    return probe.is_file() and "split" in [h.strip() for h in probe.read_text().split("\n", 1)[0].split(",")]
+
+
+def load_folder(root: str | Path, split: str | None = None, label: str | None = None,
+                num_classes: int | None = None, masks: bool = True) -> FolderDataset:
+    """Read and validate a dataset folder (optionally one ``split``); ``label`` must be an integer class column."""
+    root = Path(root)
+    csv_path = root / LABELS_CSV
+    files, table, info = read_table(root, split)
     label = label or info.get("label")
     num_classes = num_classes or info.get("num_classes")
     if label is not None:

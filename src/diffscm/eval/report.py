@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 from ..files import write_text_atomic
+from ..markdown import md_table  # noqa: F401  (re-exported: reports build their tables with it)
 
 
 def write_section(path: str | Path, key: str, markdown: str) -> None:
@@ -16,13 +17,6 @@ def write_section(path: str | Path, key: str, markdown: str) -> None:
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     write_text_atomic(path, text.lstrip("\n"))
-
-
-def md_table(header: list[str], rows: list[list]) -> str:
-    """A GitHub markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def fmt(m: dict | None, digits: int = 3) -> str:

@@ -1,15 +1,16 @@
-"""The image mechanism: an ε-prediction diffusion model (diffusers ``UNet2DModel``), optionally conditioned on a
+"""The image mechanism: an ε-prediction diffusion model (a UNet with diffusers' ``UNet2DModel`` architecture and
+parameter names, :mod:`diffscm.models.unet2d`), optionally conditioned on a
 class label or on every parent of the image (:class:`ParentEmbedding`)."""
 from __future__ import annotations
 
 import math
 
 import torch
-from diffusers import UNet2DModel
 from torch import nn
 
 from ..schedule import make_alphas_cumprod
 from .base import Pretrained
+from .unet2d import UNet2D
 
 DEFAULT_UNET = {
     "sample_size": 28,
@@ -72,7 +73,7 @@ class ParentEmbedding(nn.Module):
 class DiffusionModel(Pretrained):
     """ε_θ(x_t, t[, y]) with its noise schedule.
 
-    Config keys: ``unet`` (UNet2DModel kwargs), ``schedule`` (linear|cosine), ``num_train_timesteps``, and one of
+    Config keys: ``unet`` (``UNet2DModel`` kwargs, see :mod:`diffscm.models.unet2d`), ``schedule`` (linear|cosine), ``num_train_timesteps``, and one of
     ``num_classes`` (a label embedding of ``num_classes + 1`` rows, the last being ∅) or ``parents`` (a
     :class:`ParentEmbedding` of every image parent, ∅ per parent); neither = unconditional.
     """
@@ -90,7 +91,7 @@ class DiffusionModel(Pretrained):
             unet_kwargs["num_class_embeds"] = config["num_classes"] + 1
         if config["parents"]:
             unet_kwargs["class_embed_type"] = "identity"
-        self.unet = UNet2DModel(**unet_kwargs)
+        self.unet = UNet2D(**unet_kwargs)
         if config["parents"]:
             self.parent_embedding = ParentEmbedding(config["parents"], 4 * unet_kwargs["block_out_channels"][0])
         if config["num_classes"]:

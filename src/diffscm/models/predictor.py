@@ -95,7 +95,9 @@ class Oracle(Pretrained):
     def __init__(self, config: dict):
         config = {"in_channels": 1, "num_classes": 10, "image_size": 28, **config}
         super().__init__(config)
-        s = config["image_size"] // 4
+        # large images are average-pooled by ``input_pool`` first, so the head stays small
+        self.input_pool = int(config.get("input_pool", 1))
+        s = config["image_size"] // self.input_pool // 4
         c1, c2 = config.get("channels", [32, 64])
         hidden = config.get("hidden", 128)
         self.conv = nn.Sequential(
@@ -109,6 +111,8 @@ class Oracle(Pretrained):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate (``hidden``-d, 128 by default) features, e.g. for a Fréchet distance."""
+        if self.input_pool > 1:
+            x = F.avg_pool2d(x, self.input_pool)
         return self.fc(self.conv(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

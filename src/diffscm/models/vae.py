@@ -17,7 +17,8 @@ from .predictor import Oracle
 
 
 class VAE(Pretrained):
-    """Convolutional (conditional) VAE / autoencoder for C×S×S images (``size`` S divisible by 4; default 1×28×28)."""
+    """Convolutional (conditional) VAE / autoencoder for C×S×S images (default 1×28×28). ``channels`` lists the width
+    after each stride-2 convolution, so S must be divisible by 2**len(channels) (default [32, 64]: S / 4)."""
 
     kind = "vae"
 
@@ -25,20 +26,21 @@ class VAE(Pretrained):
         config = {"latent": 16, "num_classes": 0, "variational": True, "channels": [32, 64], "in_channels": 1,
                   "cond": None, "size": 28, **config}
         super().__init__(config)
-        c1, c2 = config["channels"]
-        k, cin = self.cond_dim, config["in_channels"]
-        if config["size"] % 4:
-            raise ValueError(f"VAE image size must be divisible by 4, got {config['size']}")
-        self._s4 = s4 = config["size"] // 4
-        self.enc = nn.Sequential(
-            nn.Conv2d(cin + k, c1, 4, 2, 1), nn.SiLU(),      # 14×14
-            nn.Conv2d(c1, c2, 4, 2, 1), nn.SiLU(),           # 7×7
-            nn.Flatten(), nn.Linear(c2 * s4 * s4, 256), nn.SiLU())
+        ch = list(config["channels"])
+        k, cin, depth = self.cond_dim, config["in_channels"], len(ch)
+        if depth < 1 or config["size"] % 2 ** depth:
+            raise ValueError(f"VAE image size must be divisible by {2 ** depth}, got {config['size']}")
+        self._s4 = s4 = config["size"] // 2 ** depth
+        enc: list[nn.Module] = []
+        for c_in, c_out in zip([cin + k] + ch[:-1], ch):
+            enc += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.SiLU()]
+        self.enc = nn.Sequential(*enc, nn.Flatten(), nn.Linear(ch[-1] * s4 * s4, 256), nn.SiLU())
         self.to_stats = nn.Linear(256, config["latent"] * (2 if config["variational"] else 1))
-        self.dec_in = nn.Sequential(nn.Linear(config["latent"] + k, 256), nn.SiLU(), nn.Linear(256, c2 * s4 * s4), nn.SiLU())
-        self.dec = nn.Sequential(
-            nn.ConvTranspose2d(c2, c1, 4, 2, 1), nn.SiLU(),  # 14×14
-            nn.ConvTranspose2d(c1, cin, 4, 2, 1))           # 28×28 logits
+        self.dec_in = nn.Sequential(nn.Linear(config["latent"] + k, 256), nn.SiLU(), nn.Linear(256, ch[-1] * s4 * s4), nn.SiLU())
+        dec: list[nn.Module] = []
+        for c_in, c_out in zip(ch[::-1][:-1], ch[::-1][1:]):
+            dec += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.SiLU()]
+        self.dec = nn.Sequential(*dec, nn.ConvTranspose2d(ch[0], cin, 4, 2, 1))   # logits
 
     @property
     def cond_dim(self) -> int:
@@ -86,8 +88,7 @@ class VAE(Pretrained):
     def decode_logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         oh = self._onehot(y, z)
         h = self.dec_in(z if oh is None else torch.cat([z, oh], dim=1))
-        c2 = self.config["channels"][1]
-        return self.dec(h.view(-1, c2, self._s4, self._s4))
+        return self.dec(h.view(-1, self.config["channels"][-1], self._s4, self._s4))
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder mean as an image in [-1, 1]."""

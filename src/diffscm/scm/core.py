@@ -19,7 +19,7 @@ from ..distributed import Topology, block, gather_rows
 from ..errors import DiffSCMError
 from ..progress import make_progress
 from .graph import CausalGraph
-from .mechanisms import DiffusionImageMechanism, InferenceOptions, RootCategorical
+from .mechanisms import DiffusionImageMechanism, InferenceOptions, Root
 from ..models import AttributeFlow, DiffusionModel, NoiseAwarePredictor, Oracle, load_model
 
 SCM_CONFIG = "scm.json"
@@ -53,9 +53,9 @@ class SCM:
         self.path = path
         for v in graph.variables.values():
             if v.kind != "image" and v.name not in self.attribute_mechanisms:
-                if v.parents or v.kind != "categorical":
-                    raise DiffSCMError(f"variable {v.name!r} has no mechanism")
-                self.attribute_mechanisms[v.name] = RootCategorical()
+                if v.parents:
+                    raise DiffSCMError(f"variable {v.name!r} has parents but no mechanism (a flow)")
+                self.attribute_mechanisms[v.name] = Root()
 
     @property
     def image_name(self) -> str:

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import DiffSCMError
 
 KINDS = ("categorical", "continuous", "image")
@@ -53,6 +55,7 @@ class CausalGraph:
     """A DAG of :class:`Variable` nodes, validated on construction."""
 
     variables: dict[str, Variable] = field(default_factory=dict)
+    mechanism: str | None = None     # the image mechanism `diffscm fit` trains: conditional (default) or paper
 
     def __post_init__(self) -> None:
         self.validate()
@@ -76,7 +79,10 @@ class CausalGraph:
                 variables[var.name] = var
         except (KeyError, TypeError) as exc:
             raise DiffSCMError(f"graph spec is malformed: missing or wrong field {exc}") from None
-        return cls(variables)
+        unknown = set(spec) - {"variables", "mechanism"}
+        if unknown:
+            raise DiffSCMError(f"graph spec has unknown top-level field(s): {', '.join(sorted(unknown))}")
+        return cls(variables, spec.get("mechanism"))
 
     @classmethod
     def from_file(cls, path: str | Path) -> "CausalGraph":
@@ -111,9 +117,11 @@ class CausalGraph:
             d = {"name": v.name, "kind": v.kind, "parents": list(v.parents)}
             d.update({k: getattr(v, k) for k in ("num_classes", "low", "high") if getattr(v, k) is not None})
             out.append(d)
-        return {"variables": out}
+        return {"variables": out, **({"mechanism": self.mechanism} if self.mechanism else {})}
 
     def validate(self) -> None:
+        if self.mechanism not in (None, "conditional", "paper"):
+            raise DiffSCMError(f"graph mechanism {self.mechanism!r}: use conditional or paper")
         for v in self.variables.values():
             if v.kind not in KINDS:
                 raise DiffSCMError(f"variable {v.name!r} has unknown kind {v.kind!r} (use {', '.join(KINDS)})")
@@ -129,6 +137,44 @@ class CausalGraph:
                 if self.variables[p].kind == "image":
                     raise DiffSCMError(f"variable {v.name!r} has an image parent {p!r}; only attributes may be parents")
         self.topological_order()
+
+    def check_table(self, files: list[str], table: dict, where: str) -> None:
+        """One-line errors for a column the graph needs but labels.csv lacks, and for a value outside its variable's
+        support (a categorical value that is not an integer class, or a continuous one outside [low, high])."""
+        for v in self.variables.values():
+            if v.kind == "image":
+                continue
+            if v.name not in table:
+                raise DiffSCMError(f"{where} has no column {v.name!r}, which the graph's variable {v.name} needs "
+                                   f"(columns: {', '.join(table) or 'none'})")
+            col = table[v.name]
+            if col.dtype.kind not in "iuf":
+                bad = next(i for i, x in enumerate(col) if not self._is_number(x))
+                raise DiffSCMError(f"{where}: {v.name} = {col[bad]!r} of {files[bad]} is not a number")
+            x = col.astype(np.float64)
+            if not np.isfinite(x).all():
+                bad = int(np.flatnonzero(~np.isfinite(x))[0])
+                raise DiffSCMError(f"{where}: {v.name} of {files[bad]} is not finite")
+            if v.kind == "categorical":
+                bad = np.flatnonzero((x != np.round(x)) | (x < 0) | (x >= v.num_classes))
+                if len(bad):
+                    raise DiffSCMError(f"{where}: {v.name} = {x[bad[0]]:g} of {files[bad[0]]} is not a class in "
+                                       f"0..{v.num_classes - 1}")
+            else:
+                lo = -np.inf if v.low is None else v.low
+                hi = np.inf if v.high is None else v.high
+                bad = np.flatnonzero((x < lo) | (x > hi))
+                if len(bad):
+                    raise DiffSCMError(f"{where}: {v.name} = {x[bad[0]]:g} of {files[bad[0]]} lies outside the graph's "
+                                       f"support [{lo:g}, {hi:g}]")
+
+    @staticmethod
+    def _is_number(x) -> bool:
+        try:
+            float(x)
+        except (TypeError, ValueError):
+            return False
+        return True
 
     def topological_order(self) -> list[str]:
         order, state = [], {}

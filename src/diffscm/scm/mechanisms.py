@@ -77,8 +77,9 @@ class InferenceOptions:
                                "no clip, no dynamic normalisation")
 
 
-class RootCategorical:
-    """Mechanism of a categorical root: its exogenous noise is its value, so abduction is exact."""
+class Root:
+    """Mechanism of a root attribute without a learned one (categorical, or continuous with its empirical
+    distribution): its exogenous noise is its value, so abduction is exact."""
 
     def abduct(self, value: torch.Tensor, parents: dict[str, torch.Tensor]) -> torch.Tensor:
         return value

@@ -56,8 +56,8 @@ def pack_scm(out: Path, graph: dict, diffusion: Path, predictors: dict[str, Path
         if name not in image_parents:
             raise DiffSCMError(f"predictor {name!r} is not a parent of the image ({', '.join(g.image.parents)})")
     for v in g.variables.values():
-        if v.kind == "continuous" and v.name not in flows:
-            raise DiffSCMError(f"continuous variable {v.name!r} needs a flow (--flow {v.name}=DIR)")
+        if v.kind == "continuous" and v.parents and v.name not in flows:
+            raise DiffSCMError(f"continuous variable {v.name!r} has parents, so it needs a flow (--flow {v.name}=DIR)")
     for name in flows:
         if name not in g.variables or g.variables[name].kind != "continuous":
             raise DiffSCMError(f"flow {name!r} is not a continuous variable of the graph")

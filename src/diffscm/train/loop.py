@@ -101,13 +101,14 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
         images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, out: str | Path, *,
         resume: bool = False, device: torch.device = torch.device("cpu"), extra_config: dict | None = None,
         log: Callable[[str], None] = print, quiet: bool = False, top: Topology | None = None,
-        mixed_precision: str = "no") -> dict:
+        mixed_precision: str = "no", on_step: Callable[[int], None] | None = None) -> dict:
     """Train ``model`` on (images, labels) with ``loss_fn(x, y, generator)``; checkpoint to ``out``; return the final log.
 
     Several processes (``top``; launched by ``torchrun`` or ``accelerate launch``) train data-parallel: the model is
     wrapped by accelerate in DistributedDataParallel, every rank draws the same global batch of ``cfg.batch_size``
     indices and takes its contiguous share, gradients are averaged, and rank 0 alone writes checkpoints.
     ``mixed_precision="bf16"`` runs the loss under bf16 autocast (weights and optimiser stay float32).
+    ``on_step(step)`` is called after every step (a caller's own progress display).
     """
     out = Path(out)
     top = top or Topology()
@@ -221,6 +222,8 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
             running += loss.item()
             seen += 1
             bar.update(task, completed=step, loss=loss.item())
+            if on_step is not None:
+                on_step(step)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 mean_loss = running / seen
                 if top.distributed:

@@ -39,12 +39,11 @@ def load_folder_training(data_dir: Path | None, target: str | None, where: dict[
     """Training rows of a generic dataset folder (its ``train`` split if it has a split column), as uint8-free floats."""
     import hashlib
 
-    from ..data.folder import LABELS_CSV, load_folder
+    from ..data.folder import LABELS_CSV, has_split_column, load_folder
 
     if data_dir is None:
         raise DiffSCMError("--dataset folder needs --data-dir: a folder with labels.csv and images/")
-    probe = (Path(data_dir) / LABELS_CSV)
-    has_split = probe.is_file() and "split" in probe.read_text().split("\n", 1)[0].split(",")
+    has_split = has_split_column(data_dir)
     ds = load_folder(data_dir, split="train" if has_split else None, label=target, masks=False)
     keep = np.ones(len(ds), dtype=bool)
     for col, val in (where or {}).items():

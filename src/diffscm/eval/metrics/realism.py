@@ -7,6 +7,8 @@ standard deviation over its random subsets, so it is the headline realism metric
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
@@ -49,8 +51,10 @@ def kernel_distance(real_features: np.ndarray | torch.Tensor, fake_features: np.
     size = min(subset_size, len(real), len(fake))
     if size < 2:
         raise ValueError("KID needs at least 2 rows in each feature set")
-    metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size,
-                                     reset_real_features=False)
+    with warnings.catch_warnings():   # torchmetrics warns that it buffers the features: these are all there is
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size,
+                                         reset_real_features=False)
     metric.set_dtype(torch.float64)
     metric.update(real, real=True)
     metric.update(fake, real=False)

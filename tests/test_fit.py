@@ -1,0 +1,252 @@
+"""``diffscm fit``: the plan a graph implies, its size scaling, a whole fit with resume and skip, and the checks of the
+data against the graph that run before any training."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from diffscm.data.folder import write_folder
+from diffscm.errors import DiffSCMError
+from diffscm.models import DiffusionModel
+from diffscm.scm.graph import CausalGraph
+from diffscm.train import fit as F
+
+from test_cli import assert_user_error, load_npz, run_cli
+
+torch.set_num_threads(1)
+
+GRAPH = {"variables": [
+    {"name": "shape", "kind": "categorical", "num_classes": 3},
+    {"name": "hue", "kind": "continuous", "low": 0.0, "high": 1.0, "parents": ["shape"]},
+    {"name": "size", "kind": "continuous", "parents": []},          # no support: fit takes it from the data
+    {"name": "image", "kind": "image", "parents": ["shape", "hue", "size"]},
+]}
+
+
+def make_dataset(root: Path, n_train: int = 24, n_test: int = 8, size: int = 28, seed: int = 0) -> Path:
+    """Coloured squares: the shape class sets the position, hue the colour, size the side."""
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    shape = rng.integers(0, 3, n)
+    hue = np.clip(0.2 + 0.3 * shape + 0.05 * rng.standard_normal(n), 0.01, 0.99)
+    side = rng.uniform(4, 10, n)
+    imgs = np.zeros((n, 3, size, size), np.uint8)
+    for k in range(n):
+        s, x0 = int(side[k]), 2 + 8 * shape[k]
+        imgs[k, :, 8:8 + s, x0:x0 + s] = (np.array([hue[k], 1 - hue[k], 0.5]) * 255).astype(np.uint8)[:, None, None]
+    table = {"shape": shape, "hue": hue, "size": side,
+             "split": np.array(["train"] * n_train + ["test"] * n_test)}
+    return write_folder(root, imgs, table)
+
+
+def graph_file(tmp: Path, spec: dict = GRAPH) -> Path:
+    p = tmp / "graph.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    return p
+
+
+def fit_args(graph: Path, data: Path, out: Path, *extra) -> list:
+    return ["fit", graph, "--data-dir", data, "--out", out, "--budget", "quick", "--steps-scale", "0.004",
+            "--batch-size", "8", "--device", "cpu", "--quiet", *extra]
+
+
+# ------------------------------------------------------------------ the plan
+
+def test_plan_follows_the_graph():
+    g = CausalGraph.from_dict({**GRAPH, "variables": [
+        v if v["name"] != "size" else {**v, "low": 0.0, "high": 20.0} for v in GRAPH["variables"]]})
+    cond = F.plan_fit(g, 28, 3, "quick")
+    assert [p.name for p in cond.parts] == ["diffusion", "flows/hue", "oracles/shape", "oracles/hue", "oracles/size",
+                                            "eval/vae"]           # a root (size) keeps its values: no flow
+    paper = F.plan_fit(g, 28, 3, "standard", mechanism="paper")
+    assert [p.name for p in paper.parts][:4] == ["diffusion", "predictors/shape", "predictors/hue", "predictors/size"]
+    assert not paper.parts[0].config["conditional"] and cond.parts[0].config["conditional"]
+    assert paper.parts[0].steps == F.BUDGETS["standard"].diffusion > F.BUDGETS["quick"].diffusion == cond.parts[0].steps
+    with pytest.raises(DiffSCMError, match="unknown budget"):
+        F.plan_fit(g, 28, 3, "huge")
+
+
+@pytest.mark.parametrize("size,levels,bottom", [(28, 3, 7), (32, 3, 8), (64, 4, 8), (128, 5, 8), (256, 5, 16),
+                                                (36, 3, 9), (100, 3, 25)])
+def test_unet_scales_with_the_image_size(size, levels, bottom):
+    cfg = F.unet_config(size, 3)
+    assert len(cfg["block_out_channels"]) == levels and size // 2 ** (levels - 1) == bottom
+    if size <= 64:   # the model builds and keeps the shape
+        m = DiffusionModel({"unet": cfg})
+        x = torch.zeros(1, 3, size, size)
+        assert m(x, torch.tensor([10])).shape == x.shape
+
+
+def test_graph_mechanism_field():
+    g = CausalGraph.from_dict({**GRAPH, "mechanism": "paper"})
+    assert g.mechanism == "paper" and CausalGraph.from_dict(g.to_dict()).mechanism == "paper"
+    with pytest.raises(DiffSCMError, match="mechanism"):
+        CausalGraph.from_dict({**GRAPH, "mechanism": "magic"})
+    with pytest.raises(DiffSCMError, match="top-level"):
+        CausalGraph.from_dict({**GRAPH, "mechansim": "paper"})
+
+
+# ------------------------------------------------------------------ a whole fit
+
+def test_fit_packs_a_working_scm_and_resume_skips_finished_parts(tmp_path, monkeypatch, capsys):
+    data, out = make_dataset(tmp_path / "data"), tmp_path / "my-scm"
+    graph = graph_file(tmp_path)
+    res = run_cli(monkeypatch, capsys, *fit_args(graph, data, out))
+    assert res.code == 0, res.err
+    cfg = json.loads((out / "scm.json").read_text())
+    assert set(cfg["oracles"]) == {"shape", "hue", "size"} and set(cfg["attributes"]) == {"hue"}
+    size = next(v for v in cfg["graph"]["variables"] if v["name"] == "size")
+    from diffscm.data.folder import read_table
+
+    seen = read_table(data)[1]["size"]
+    pad = 0.05 * (seen.max() - seen.min())                               # the range of every row, widened by 5%
+    assert np.isclose(size["low"], seen.min() - pad) and np.isclose(size["high"], seen.max() + pad)
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "diffscm fit" in card and "sha256" in card and "oracle `shape`: accuracy" in card
+    assert {p["fit_part"] for p in (json.loads((out / d / "training.json").read_text()) for d in
+                                    ("diffusion", "flows/hue", "oracles/size", "eval/vae"))} == \
+        {"diffusion", "flows/hue", "oracles/size", "eval/vae"}
+
+    cf = tmp_path / "cf"
+    res = run_cli(monkeypatch, capsys, "counterfactual", "--model", out, "--data-dir", data, "--index", "0:3",
+                  "--do", "hue=0.6", "--device", "cpu", "--quiet", "--out", cf, "--steps", "2")
+    assert res.code == 0, res.err
+    z = load_npz(cf)
+    assert z["counterfactual"].shape == (3, 3, 28, 28) and np.allclose(z["hue_cf"], 0.6)
+
+    weights = (out / "diffusion" / "model.safetensors").read_bytes()
+    res = run_cli(monkeypatch, capsys, *fit_args(graph, data, out))            # neither --resume nor --overwrite
+    assert res.code == 2 and "--resume" in res.err
+    assert (out / "diffusion" / "model.safetensors").read_bytes() == weights  # nothing already saved is lost
+    res = run_cli(monkeypatch, capsys, *fit_args(graph, data, out, "--resume"))
+    assert res.code == 0, res.err
+    assert res.err.count("done, skipped") == 6
+    assert (out / "diffusion" / "model.safetensors").read_bytes() == weights
+    res = run_cli(monkeypatch, capsys, *fit_args(graph, data, out, "--resume", "--budget", "standard"))
+    assert res.code == 2 and "another budget" in res.err
+
+
+def test_an_interrupted_part_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    data, out = make_dataset(tmp_path / "data"), tmp_path / "scm"
+    g = CausalGraph.from_dict(GRAPH)
+    real = F.build_part
+
+    def interrupted(part, plan, d):
+        model, loss, x, y = real(part, plan, d)
+        calls = []
+
+        def failing(*a):
+            calls.append(1)
+            if part.what == "diffusion" and len(calls) == 3:
+                raise KeyboardInterrupt
+            return loss(*a)
+        return model, failing, x, y
+
+    kw = dict(budget="quick", steps_scale=4 / 700, batch_size=8, save_every=2, progress=False, log=lambda s: None,
+              device="cpu")
+    monkeypatch.setattr(F, "build_part", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        F.fit_scm(g, data, out, **kw)
+    state = json.loads((tmp_path / "scm.parts" / "diffusion" / "trainer_state.json").read_text())
+    assert state["step"] == 2 and not out.exists()
+    monkeypatch.setattr(F, "build_part", real)
+    with pytest.raises(DiffSCMError, match="--resume"):
+        F.fit_scm(g, data, out, **kw)
+    F.fit_scm(g, data, out, resume=True, **kw)
+    state = json.loads((tmp_path / "scm.parts" / "diffusion" / "trainer_state.json").read_text())
+    assert [(s["start_step"], s["end_step"]) for s in state["segments"]] == [(0, 2), (2, 4)]
+    assert (out / "scm.json").exists()
+
+
+# ------------------------------------------------------------------ the data against the graph
+
+def _edit_labels(root: Path, fn) -> None:
+    lines = (root / "labels.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [dict(zip(header, r.split(","))) for r in lines[1:]]
+    header, rows = fn(header, rows)
+    (root / "labels.csv").write_text("\n".join([",".join(header)] + [",".join(r[h] for h in header) for r in rows]) + "\n")
+
+
+def _set(row: int, col: str, value: str):
+    def fn(header, rows):
+        rows[row][col] = value
+        return header, rows
+    return fn
+
+
+@pytest.mark.parametrize("edit,keywords", [
+    (lambda h, r: ([c for c in h if c != "hue"], r), ("no column 'hue'", "graph")),
+    (_set(3, "shape", "3"), ("shape = 3", "0..2")),
+    (_set(3, "shape", "1.5"), ("shape = 1.5", "class")),
+    (_set(5, "hue", "1.2"), ("hue = 1.2", "support [0, 1]")),
+    (_set(5, "hue", "blue"), ("hue", "not a number")),
+])
+def test_bad_labels_fail_before_training(tmp_path, monkeypatch, capsys, edit, keywords):
+    data, out = make_dataset(tmp_path / "data"), tmp_path / "scm"
+    _edit_labels(data, edit)
+    res = run_cli(monkeypatch, capsys, *fit_args(graph_file(tmp_path), data, out))
+    assert_user_error(res, out, *keywords)
+    assert not (tmp_path / "scm.parts").exists()
+
+
+def test_bad_images_fail_before_training(tmp_path, monkeypatch, capsys):
+    graph = graph_file(tmp_path)
+    data, out = make_dataset(tmp_path / "data"), tmp_path / "scm"
+    other = make_dataset(tmp_path / "other", size=32)
+    shutil.copy(other / "images" / "000002.png", data / "images" / "000002.png")
+    assert_user_error(run_cli(monkeypatch, capsys, *fit_args(graph, data, out)), out, "000002", "must match")
+    small = make_dataset(tmp_path / "small", size=20)
+    assert_user_error(run_cli(monkeypatch, capsys, *fit_args(graph, small, out)), out, "20×20", "28 to 256")
+    assert_user_error(run_cli(monkeypatch, capsys, *fit_args(graph, other, out, "--budget", "huge")), out, "budget")
+
+
+def test_evaluate_scores_a_fitted_scm_on_its_folder(tmp_path, monkeypatch, capsys):
+    data, out = make_dataset(tmp_path / "data", n_test=12), tmp_path / "scm"
+    g = CausalGraph.from_dict(GRAPH)
+    F.fit_scm(g, data, out, budget="quick", steps_scale=0.004, batch_size=8, progress=False, log=lambda s: None,
+              device="cpu")
+    js, report = tmp_path / "r.json", tmp_path / "report"
+    args = ["evaluate", "--model", out, "--data-dir", data, "--n", "8", "--seeds", "0,1", "--comp-n", "3", "--rev-n",
+            "3", "--steps", "2", "--json", js, "--report", report, "--no-cache", "--device", "cpu", "--quiet"]
+    res = run_cli(monkeypatch, capsys, *args)
+    assert res.code == 0, res.err
+    r = json.loads(js.read_text())
+    assert r["split"] == "test" and set(r["results"]["interventions"]) == {"shape", "hue", "size"}
+    for kind, m in r["results"]["interventions"].items():
+        assert {"shape_accuracy", "hue_mae", "size_mae", "cld", "reversibility_l1", "kid_oracle", "images_per_s"} <= set(m)
+        assert 0 <= m["shape_accuracy"]["mean"] <= 1 and m["reversibility_l1"]["n"] == 3 and m["cld"]["seeds"] == 2
+        for metric in m.values():
+            if np.isfinite(metric.get("ci_low", np.nan)):
+                assert metric["ci_low"] - 1e-9 <= metric["mean"] <= metric["ci_high"] + 1e-9   # a CI holds its estimate
+    # exact inversion: the null intervention returns the image, so composition is ~0 at m = 1 and m = 10
+    assert r["results"]["composition_l1_1"]["mean"] < 1 and r["results"]["composition_l1_10"]["n"] == 3
+    assert "do(hue)" in (report / "index.md").read_text()
+    res = run_cli(monkeypatch, capsys, "evaluate", "--model", out, "--data-dir", data, "--n", "99", "--json",
+                  tmp_path / "r2.json", "--no-cache", "--device", "cpu", "--quiet")
+    assert res.code == 2 and "--n 99" in res.err and not (tmp_path / "r2.json").exists()
+
+
+def test_the_paper_mechanism_fits_predictors_and_runs(tmp_path):
+    from diffscm.scm import SCM
+
+    data, out = make_dataset(tmp_path / "data"), tmp_path / "scm"
+    g = CausalGraph.from_dict({**GRAPH, "mechanism": "paper"})
+    F.fit_scm(g, data, out, budget="quick", steps_scale=0.004, batch_size=8, progress=False, log=lambda s: None,
+              device="cpu")
+    cfg = json.loads((out / "scm.json").read_text())
+    assert set(cfg["image"]["predictors"]) == {"shape", "hue", "size"}
+    assert cfg["defaults"]["scales"] == {"shape": 4.0, "hue": 4.0, "size": 4.0}
+    scm = SCM.from_pretrained(out)
+    assert not scm.image_mechanism.diffusion.parent_names            # unconditional ε-model
+    x = torch.rand(2, 3, 28, 28) * 2 - 1
+    obs = {"image": x, "shape": torch.tensor([0, 2]), "hue": torch.tensor([0.2, 0.8]), "size": torch.tensor([5.0, 8.0])}
+    res = scm.counterfactual(obs, {"shape": torch.tensor([1, 1])}, scm.options(steps=2), progress=False)
+    assert res["image"].shape == x.shape and res["shape"].tolist() == [1, 1]
+    assert not torch.allclose(res["hue"], obs["hue"])                  # hue, a child of shape, follows its flow
