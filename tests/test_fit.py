@@ -83,6 +83,26 @@ def test_unet_scales_with_the_image_size(size, levels, bottom):
         assert m(x, torch.tensor([10])).shape == x.shape
 
 
+@pytest.mark.parametrize("size", [28, 36, 64, 68, 100, 252, 256])
+def test_cld_vae_builds_for_every_allowed_size(size):
+    from diffscm.models import VAE
+
+    pool, depth = F.vae_shape(size)
+    vae = VAE({"size": size, "input_pool": pool, "channels": [32, 64, 64, 64][:depth], "in_channels": 1})
+    mu, _ = vae.encode(torch.zeros(2, 1, size, size))
+    assert mu.shape == (2, 16) and torch.isfinite(vae.loss(torch.zeros(2, 1, size, size), None))
+    assert sum(p.numel() for p in vae.parameters()) < 25e6
+
+
+def test_categorical_attribute_with_parents_is_refused(tmp_path):
+    spec = {"variables": [{"name": "a", "kind": "categorical", "num_classes": 2},
+                          {"name": "b", "kind": "categorical", "num_classes": 2, "parents": ["a"]},
+                          {"name": "image", "kind": "image", "parents": ["a", "b"]}]}
+    with pytest.raises(DiffSCMError, match="'b' has parents"):
+        F.fit_scm(CausalGraph.from_dict(spec), tmp_path / "nodata", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out.parts").exists()
+
+
 def test_graph_mechanism_field():
     g = CausalGraph.from_dict({**GRAPH, "mechanism": "paper"})
     assert g.mechanism == "paper" and CausalGraph.from_dict(g.to_dict()).mechanism == "paper"

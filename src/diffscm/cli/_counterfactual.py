@@ -234,10 +234,10 @@ def _morpho_split(scm: SCM, split: str | None, index: str | None, data_dir: Path
 
 def _folder_split(scm: SCM, split: str | None, index: str | None, data_dir: Path,
                   attr_names: list[str]) -> tuple[np.ndarray, dict[str, torch.Tensor], np.ndarray]:
-    """Images and attribute columns of a dataset folder (its ``test`` split by default, where it has one)."""
+    """Images and attribute columns of one split of a dataset folder (every row where it has no split column)."""
     from ..data.folder import LABELS_CSV, has_split_column, load_folder, read_table
 
-    split = split or ("test" if has_split_column(data_dir) else None)
+    split = (split or "test") if has_split_column(data_dir) else None
     files, table, _ = read_table(data_dir, split)
     scm.graph.check_table(files, table, str(data_dir / LABELS_CSV))
     idx = parse_index("0:16" if index is None else index, len(files))

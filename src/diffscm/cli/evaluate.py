@@ -24,7 +24,7 @@ def evaluate(
     cfg_scale: Optional[float] = typer.Option(None, help="Classifier-free guidance weight w (conditional models; localization: implicit)."),
     n: int = typer.Option(1000, min=2, help="Number of factual images (the first n of --split)."),
     seeds: str = typer.Option("0,1,2", help="Comma-separated seeds (random targets, stochastic sampling)."),
-    split: str = typer.Option("test", help="Split of the factual images and of CLD's real-image pool: test or valid."),
+    split: str = typer.Option("test", help="Split of the factual images and of CLD's real-image pool: test or valid (a dataset folder: its own split names, e.g. val)."),
     comp_n: int = typer.Option(100, min=0, help="Images on which the null intervention is iterated 10 times."),
     rev_n: int = typer.Option(100, min=0, help="folder: reversibility on the first REV_N images."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON."),
@@ -77,8 +77,8 @@ def evaluate(
         _run_folder_cli(model, device, method, data_dir, split, n, seeds, comp_n, rev_n, json_out, report, overwrite,
                         None if no_cache else (cache or default_cache()), not quiet, n_boot,
                         {"steps": steps, "ratio": ratio, "scale": scale, "batch_size": batch_size,
-                         "mechanism": mechanism, "inversion": inversion, "inversion_iters": inversion_iters,
-                         "guidance": guidance}, w)
+                         "dynamic_norm": dynamic_norm, "cfg_scale": cfg_scale, "mechanism": mechanism,
+                         "inversion": inversion, "inversion_iters": inversion_iters, "guidance": guidance}, w)
         return
     if protocol == "cfbench":
         _run_cfbench_cli(model, device, method, data_dir, n, seeds, comp_n, json_out, report, overwrite,
@@ -152,6 +152,8 @@ def _run_folder_cli(model, device, method, data_dir, split, n, seeds, comp_n, re
     if method != ["diffscm"]:
         raise DiffSCMError("--protocol folder evaluates the SCM's own mechanism: --method diffscm")
     seed_list = parse_list(seeds, "--seeds", int)
+    if any(s < 0 or s >= 2**31 for s in seed_list):
+        raise DiffSCMError(f"--seeds {seeds!r}: seeds must be in 0..2^31-1")
     # the folder's own split names (train/val/test …): read_table reports one that has no rows
     scm, overrides = prepare_evaluation("test", json_out, report, overwrite, model, device, overrides, w)
     res = run_generic(scm, data_dir, split, n, tuple(seed_list), comp_n, rev_n, cache, progress, n_boot,

@@ -8,16 +8,17 @@ from PIL import Image, ImageDraw, ImageFont
 
 
 def _tiles(imgs: np.ndarray) -> np.ndarray:
-    """uint8 N×H×W, N×1×H×W or N×3×H×W as N×H×W (grey) or N×H×W×3 (colour)."""
+    """uint8 N×H×W or N×C×H×W as N×H×W (grey; the first channel unless C = 3) or N×H×W×3 (colour)."""
     imgs = np.asarray(imgs, dtype=np.uint8)
     if imgs.ndim == 4:
-        imgs = imgs[:, 0] if imgs.shape[1] == 1 else np.moveaxis(imgs, 1, -1)
+        imgs = np.moveaxis(imgs, 1, -1) if imgs.shape[1] == 3 else imgs[:, 0]
     return imgs
 
 
 def save_grid(rows: list[tuple[str, np.ndarray]], path: str | Path, scale: int = 2, label_width: int = 90,
               col_labels: list[str] | None = None) -> None:
-    """Write a PNG with one labelled row per (label, uint8 N×H×W or N×C×H×W with C = 1 or 3) entry."""
+    """Write a PNG with one labelled row per (label, uint8 N×H×W or N×C×H×W) entry: colour for C = 3, else the
+    first channel in grey."""
     rows = [(label, _tiles(imgs)) for label, imgs in rows]
     colour = any(r[1].ndim == 4 for r in rows)
     h, w = rows[0][1].shape[1:3]

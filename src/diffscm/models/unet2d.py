@@ -65,6 +65,8 @@ class Attention(nn.Module):
 
     def __init__(self, channels: int, head_dim: int, groups: int):
         super().__init__()
+        if channels % head_dim:
+            raise ValueError(f"attention_head_dim {head_dim} must divide the block width {channels}")
         self.heads = channels // head_dim
         self.group_norm = nn.GroupNorm(groups, channels, eps=EPS)
         self.to_q, self.to_k, self.to_v = (nn.Linear(channels, channels) for _ in range(3))
@@ -208,7 +210,9 @@ class UNet2D(nn.Module):
         if self.class_embedding is not None:
             if class_labels is None:
                 raise ValueError("class_labels should be provided when doing class conditioning")
-            emb = emb + self.class_embedding(class_labels).to(emb.dtype)
+            emb = emb + self.class_embedding(class_labels).to(self.conv_in.weight.dtype)   # as diffusers: model dtype
+        elif class_labels is not None:
+            raise ValueError("class_labels given to a UNet without a class embedding")
         h = self.conv_in(sample)
         skips: tuple = (h,)
         for block in self.down_blocks:

@@ -18,7 +18,9 @@ from .predictor import Oracle
 
 class VAE(Pretrained):
     """Convolutional (conditional) VAE / autoencoder for C×S×S images (default 1×28×28). ``channels`` lists the width
-    after each stride-2 convolution, so S must be divisible by 2**len(channels) (default [32, 64]: S / 4)."""
+    after each stride-2 convolution, so S / ``input_pool`` must be divisible by 2**len(channels) (default [32, 64]).
+    With ``input_pool`` f > 1 the model sees the images average-pooled by f (encoder input, reconstruction target and
+    decoder output alike): for large images whose CLD posteriors need no full-resolution decoder."""
 
     kind = "vae"
 
@@ -28,9 +30,10 @@ class VAE(Pretrained):
         super().__init__(config)
         ch = list(config["channels"])
         k, cin, depth = self.cond_dim, config["in_channels"], len(ch)
-        if depth < 1 or config["size"] % 2 ** depth:
-            raise ValueError(f"VAE image size must be divisible by {2 ** depth}, got {config['size']}")
-        self._s4 = s4 = config["size"] // 2 ** depth
+        self.input_pool = f = int(config.get("input_pool", 1))
+        if depth < 1 or config["size"] % f or (config["size"] // f) % 2 ** depth:
+            raise ValueError(f"VAE image size / input_pool must be divisible by {2 ** depth}, got {config['size']} / {f}")
+        self._s4 = s4 = config["size"] // f // 2 ** depth
         enc: list[nn.Module] = []
         for c_in, c_out in zip([cin + k] + ch[:-1], ch):
             enc += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.SiLU()]
@@ -73,9 +76,12 @@ class VAE(Pretrained):
                 cols.append(((y[:, j].to(ref.dtype) - p["mean"]) / p["std"]).view(-1, 1))
         return torch.cat(cols, dim=1)
 
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, self.input_pool) if self.input_pool > 1 else x
+
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance of q(z | x[, y]) (log-variance is −inf-free zeros for an autoencoder)."""
-        h = x
+        h = x = self._pool(x)
         oh = self._onehot(y, x)
         if oh is not None:
             h = torch.cat([h, oh[:, :, None, None].expand(-1, -1, *x.shape[2:])], dim=1)
@@ -105,7 +111,7 @@ class VAE(Pretrained):
         z = mu
         if self.config["variational"]:
             z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=gen, device=mu.device, dtype=mu.dtype)
-        target = (x + 1) / 2
+        target = (self._pool(x) + 1) / 2
         rec = F.binary_cross_entropy_with_logits(self.decode_logits(z, y), target, reduction="none").flatten(1).sum(1)
         if not self.config["variational"]:
             return rec.mean()

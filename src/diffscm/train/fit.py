@@ -64,7 +64,7 @@ STEP_COST = {"diffusion": 1.0, "predictor": 0.3, "oracle": 0.08, "vae": 0.05, "f
 
 @dataclass
 class FitData:
-    """Training images (N×C×S×S in [-1, 1]), the graph's attribute columns, and where they came from."""
+    """Training images (N×C×S×S in [-1, 1]), the graph's attribute columns, the folder and the content hash."""
 
     root: Path
     images: torch.Tensor
@@ -115,11 +115,13 @@ class FitPlan:
 
 # ------------------------------------------------------------------ data
 
-def complete_graph(graph: CausalGraph, table: dict[str, np.ndarray]) -> CausalGraph:
+def complete_graph(graph: CausalGraph, table: dict[str, np.ndarray], mechanism: str | None = None) -> CausalGraph:
     """The graph with every continuous support filled in from ``table`` where the graph leaves it open (the
     observed range widened by 5% on each side): the parent-conditioned ε-model encodes values by their support,
-    and interventions are checked against it."""
+    and interventions are checked against it. ``mechanism`` is recorded as the graph's."""
     spec = graph.to_dict()
+    if mechanism:
+        spec["mechanism"] = mechanism
     for v in spec["variables"]:
         if v["kind"] == "continuous" and (v.get("low") is None or v.get("high") is None):
             x = np.asarray(table[v["name"]], dtype=np.float64)
@@ -138,7 +140,7 @@ def load_fit_data(graph: CausalGraph, data_dir: Path, split: str | None = None) 
 
     data_dir = Path(data_dir)
     split = split or ("train" if has_split_column(data_dir) else None)
-    files, table, _ = read_table(data_dir, split)
+    files, table, _ = read_table(data_dir)                 # every row, held-out ones included
     graph.check_table(files, table, str(data_dir / LABELS_CSV))
     ds = load_folder(data_dir, split=split, masks=False)
     c, h, w = ds.images.shape[1:]
@@ -152,7 +154,7 @@ def load_fit_data(graph: CausalGraph, data_dir: Path, split: str | None = None) 
     names = [v for v, var in graph.variables.items() if var.kind != "image"]
     return FitData(data_dir, torch.as_tensor(ds.images) * 2 - 1,
                    {n: np.asarray(ds.table[n], dtype=np.float64) for n in names}, split or "all",
-                   f"{data_dir} images+labels sha256 {digest.hexdigest()}")
+                   f"images+labels sha256 {digest.hexdigest()}")
 
 
 # ------------------------------------------------------------------ plan
@@ -179,6 +181,28 @@ def _widths(size: int) -> list[int]:
     return [32, 64, 64] if size <= 32 else ([32, 64, 128, 128] if size <= 64 else [32, 64, 128, 128, 256])
 
 
+def vae_shape(size: int) -> tuple[int, int]:
+    """CLD's VAE for a size divisible by 4: (average-pooling factor, number of stride-2 levels). Full resolution
+    where the flattened code stays within 40 000 features, else the least pooling that gets there (CLD needs the
+    posteriors, not a full-resolution decoder)."""
+    for f in (f for f in range(1, size + 1) if size % f == 0 and (size // f) % 4 == 0):
+        s, depth = size // f, 2
+        while depth < (2 if s <= 32 else 3 if s <= 64 else 4) and s % 2 ** (depth + 1) == 0:
+            depth += 1
+        if (s // 2 ** depth) ** 2 * 64 <= 40_000:
+            return f, depth
+    raise DiffSCMError(f"no VAE shape for {size} px")   # unreachable for sizes divisible by 4
+
+
+def check_fittable(graph: CausalGraph) -> None:
+    """A one-line error for a graph fit cannot learn: a categorical attribute with parents (fit learns the
+    mechanisms of continuous attributes only, as flows)."""
+    bad = [v.name for v in graph.variables.values() if v.kind == "categorical" and v.parents]
+    if bad:
+        raise DiffSCMError(f"categorical variable {bad[0]!r} has parents: fit learns the mechanisms of continuous "
+                           "attributes (flows) only; make it a root or continuous")
+
+
 def plan_fit(graph: CausalGraph, size: int, channels: int, budget: str | Budget = "standard",
              mechanism: str = "conditional", steps_scale: float = 1.0, batch_size: int | None = None) -> FitPlan:
     """Every model the SCM needs, in training order, with its settings (see the module docstring)."""
@@ -189,6 +213,7 @@ def plan_fit(graph: CausalGraph, size: int, channels: int, budget: str | Budget 
         raise DiffSCMError(f"unknown mechanism {mechanism!r} (use {', '.join(MECHANISMS)})")
     if not steps_scale > 0:
         raise DiffSCMError(f"the step scale must be positive, got {steps_scale}")
+    check_fittable(graph)
     bs = batch_size or b.batch_size
 
     def steps(n: int) -> int:
@@ -247,8 +272,8 @@ def build_part(part: Part, plan: FitPlan, data: FitData) -> tuple:
         pa = torch.as_tensor(np.stack([table[p] for p in var.parents], 1), dtype=torch.float32)
         return model, tr.flow_loss(model, list(var.parents)), torch.as_tensor(table[target], dtype=torch.float32), pa
     if part.what == "vae":
-        depth = 2 if size <= 32 else 3 if size <= 64 else 4
-        model = VAE({"latent": 16, "in_channels": c, "size": size, "channels": [32, 64, 64, 64][:depth]})
+        pool, depth = vae_shape(size)
+        model = VAE({"latent": 16, "in_channels": c, "size": size, "input_pool": pool, "channels": [32, 64, 64, 64][:depth]})
         return model, tr.vae_loss(model), x, torch.zeros(len(x), dtype=torch.long)
     raise DiffSCMError(f"unknown part kind {part.what!r}")
 
@@ -284,13 +309,16 @@ def fit_scm(graph: CausalGraph, data_dir: Path, out: Path, *, budget: str = "sta
     work = Path(work) if work is not None else out.parent / f"{out.name}.parts"
     if out.exists() and not (overwrite or resume):
         raise DiffSCMError(f"{out} already exists; pass --overwrite to replace it or --resume to continue the fit")
+    if work.exists() and not work.is_dir():
+        raise DiffSCMError(f"--work {work} is a file, not a folder")
     if work.exists() and any(work.iterdir()) and not resume:
         raise DiffSCMError(f"{work} holds the parts of an earlier fit; pass --resume to continue it or remove it")
     mechanism = mechanism or graph.mechanism or "conditional"
     from ..data.folder import read_table
 
+    check_fittable(graph)
     data = load_fit_data(graph, data_dir)
-    graph = complete_graph(graph, read_table(data_dir)[1])    # supports over every row, held-out ones included
+    graph = complete_graph(graph, read_table(data_dir)[1], mechanism)   # supports over every row
     plan = plan_fit(graph, data.size, data.channels, budget, mechanism, steps_scale, batch_size)
     key = {**plan.key(), "data": data.digest, "seed": seed}
     plan_file = work / "plan.json"
@@ -332,7 +360,8 @@ def fit_scm(graph: CausalGraph, data_dir: Path, out: Path, *, budget: str = "sta
             cfg = tr.TrainConfig(steps=part.steps, batch_size=part.batch_size, lr=part.lr, seed=seed,
                                  save_every=save_every, warmup=min(300 if is_diff else 100, part.steps // 10),
                                  lr_schedule="cosine", ema_decay=tr.auto_ema_decay(part.steps) if is_diff else 0.0)
-            extra = {"dataset": "folder", "split": data.split, "n_images": int(len(data.images)), "data": data.digest,
+            extra = {"dataset": "folder", "split": data.split, "n_images": int(len(data.images)),
+                     "data": f"{data.root} {data.digest}",
                      "command": command, "fit_part": part.name, "device": str(dev),
                      "torch_threads": torch.get_num_threads(), "processes": top.world}
             base = done_units
@@ -421,7 +450,7 @@ def model_card(plan: FitPlan, work: Path, data: FitData, command: str, seconds: 
         parts_md, rows = card_parts(Path(tmp), [p.name for p in plan.parts], prose)
     g = plan.graph
     lines = ["# Model card", "", f"An SCM fitted by `diffscm fit` ({plan.mechanism} image mechanism, budget "
-             f"`{plan.budget.name}`).", "", f"- command: `{command}`", f"- data: {data.digest}, split `{data.split}`, "
+             f"`{plan.budget.name}`).", "", f"- command: `{command}`", f"- data: `{data.root}`, {data.digest}, split `{data.split}`, "
              f"{len(data.images)} images of {plan.channels}×{plan.size}×{plan.size}",
              f"- wall time of this run: {seconds / 60:.1f} min", "", "## Graph", ""]
     for v in g.variables.values():
@@ -430,7 +459,7 @@ def model_card(plan: FitPlan, work: Path, data: FitData, command: str, seconds: 
         lines.append(f"- `{v.name}` ({v.kind}{extra}) ← {', '.join(v.parents) or 'root'}")
     lines += ["", "## Figures", "", *oracle_figures(plan, work, data.root), "",
               "Counterfactual figures (effectiveness, composition, reversibility, CLD, realism): "
-              "`diffscm evaluate --model THIS_FOLDER --data-dir DATA`.", "", "## Parts", "",
+              "`diffscm evaluate --model THIS_FOLDER --data-dir DATA --json r.json --report runs/eval`.", "", "## Parts", "",
               md_table(CARD_SUMMARY_HEADER, rows), "", *parts_md]
     return "\n".join(lines) + "\n"
 

@@ -9,10 +9,12 @@ the SCM's flows. Scored per intervention, with 95% bootstrap CIs over images of 
   the counterfactual value the method was asked for;
 * CLD (weights 0.8/0.2; the intervened parent, binned when continuous; the real pool is the whole split);
 * reversibility: L1 (0–255) of abduct-then-predict back under the factual parents, on the first ``rev_n`` images;
-* KID on the first oracle's penultimate features against the split's images beyond the first ``n``;
+* KID on the first oracle's penultimate features against the split's images beyond the first ``n`` (absent when
+  the split has fewer than 2 more);
 * images per second (abduction + prediction);
 
-and, per method, composition: L1 (0–255) after m = 1 and 10 null interventions on the first ``comp_n`` images.
+and, per method, composition: L1 (0–255) after m = 1 null intervention on all ``n`` images and after m = 10 on
+the first ``comp_n``. A folder without a split column is evaluated on all its rows.
 """
 from __future__ import annotations
 
@@ -56,6 +58,8 @@ def draw_generic(scm: SCM, attrs: dict[str, np.ndarray], pool: dict[str, np.ndar
         v = np.asarray(attrs[p])
         if var.kind == "categorical":
             out[p] = {p: (v.astype(np.int64) + rng.integers(1, var.num_classes, len(v))) % var.num_classes}
+        elif np.ptp(pool[p]) == 0:
+            raise DiffSCMError(f"{p} takes one value only in this split: there is no other value to intervene with")
         else:
             out[p] = {p: draw_values(v.astype(np.float64), np.unique(pool[p]), rng, N_BINS)}
     return out
@@ -228,6 +232,7 @@ def run_generic(scm: SCM, data_dir: Path, split: str | None, n: int, seeds: tupl
     docstring); the SCM's defaults with ``overrides``."""
     from ...models import load_model
 
+    _Oracles(scm)                         # every image parent has its oracle, before any generation
     x_all, a_all, split_name = load_split(scm, data_dir, split)
     if not 2 <= n <= len(x_all):
         raise DiffSCMError(f"--n {n}: the split has {len(x_all)} images (need 2 ≤ n ≤ {len(x_all)})")
