@@ -21,7 +21,7 @@ PROSE = {
                  "parent with its own null token ∅ (dropped with probability 0.2 each, all three at once with 0.1, so "
                  "ε(x, t, ∅) is the paper mechanism's unconditional model); initialised from the shipped MNIST "
                  "diffusion model; min-SNR-γ weighting (γ = 5), cosine learning-rate decay, bf16 autocast (weights "
-                 "float32); sampling uses the EMA weights.",
+                 "float32) where the commands below say so, float32 elsewhere; sampling uses the EMA weights.",
     "predictors/digit": "Noise-aware digit classifier p_φ(digit | x_t, t) of the paper mechanism.",
     "predictors/thickness": "Noise-aware Gaussian regressor p_φ(thickness | x_t, t) = N(μ(x_t, t), σ(x_t, t)²) on the "
                             "standardised thickness, for the paper mechanism.",
