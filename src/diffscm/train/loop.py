@@ -244,7 +244,15 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN finds native bf16 instructions on this CPU (False where torch cannot tell)."""
+    """Whether this CPU has native bf16 instructions (AVX512-BF16 or AMX). On Linux the CPU flags decide: oneDNN
+    also reports bf16 support on AVX-512 CPUs without them, where bf16 is emulated and slower than float32.
+    Elsewhere, oneDNN's answer (False where torch cannot tell)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = None
+    if flags is not None and "flags" in flags:
+        return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     try:
         return bool(check()) if check is not None else False
