@@ -210,6 +210,60 @@ def cached_chunks(folder: Path | None, n: int, chunk: int, fn, label: str, progr
     return [parts[ci] if ci in parts else get(ci, compute=False) for ci in range(len(starts))]
 
 
+def generate_chunks(method, x_u8: np.ndarray, attrs: dict[str, np.ndarray], target: dict, kinds, seeds,
+                    folder: Path | None, chunk: int = 100, rev_seeds=None, rev_n: int | None = None, comp_n: int = 0,
+                    comp_m=(1, 10), progress: bool = True, top: Topology | None = None) -> dict:
+    """Counterfactuals of a method (``abduct(x_u8, attrs)`` / ``predict(latent, attrs, seed, factual=)``) per seed ×
+    intervention kind (``target[seed][kind]``: the parent values asked for), their reversals (``rev_seeds``, the first
+    ``rev_n`` images; None: all) and the null-intervention compositions (m = 1 on all, the deeper ones on the first
+    ``comp_n``), in cached chunks. Returns ``{"cf", "rev": {(seed, kind): images}, "comp": {m: images},
+    "seconds": {name: s}}``."""
+    rev_seeds = tuple(seeds) if rev_seeds is None else tuple(rev_seeds)
+
+    def run(sl, start):
+        out: dict[str, np.ndarray] = {}
+        x, a = x_u8[sl], {k: v[sl] for k, v in attrs.items()}
+        t0 = time.perf_counter()
+        u = method.abduct(x, a)
+        out["t_abduct"] = np.float64(time.perf_counter() - t0)
+        n_rev = len(x) if rev_n is None else max(0, min(rev_n - start, len(x)))
+        for s in seeds:
+            for kind in kinds:
+                tg = {k: v[sl] for k, v in target[s][kind].items()}
+                t0 = time.perf_counter()
+                cf = method.predict(u, tg, s, factual=a)
+                out[f"t_cf_{s}_{kind}"] = np.float64(time.perf_counter() - t0)
+                out[f"cf_{s}_{kind}"] = cf
+                if s in rev_seeds and n_rev:
+                    tr = {k: v[:n_rev] for k, v in tg.items()}
+                    out[f"rev_{s}_{kind}"] = method.predict(method.abduct(cf[:n_rev], tr),
+                                                            {k: v[:n_rev] for k, v in a.items()}, s, factual=tr)
+        cur = method.predict(u, a, seeds[0], factual=a)
+        out["comp_1"] = cur
+        n_deep = max(0, min(comp_n - start, len(x)))
+        cur, a_deep, m = cur[:n_deep], {k: v[:n_deep] for k, v in a.items()}, 1
+        while len(cur) and m < max(comp_m):
+            cur, m = method.predict(method.abduct(cur, a_deep), a_deep, seeds[0], factual=a_deep), m + 1
+            if m in comp_m:
+                out[f"comp_{m}"] = cur
+        return out
+
+    parts = cached_chunks(folder, len(x_u8), chunk, run, method.name, progress, top)
+    gen: dict = {"cf": {}, "rev": {}, "comp": {}, "seconds": {}}
+    for key in parts[0]:
+        if key.startswith("t_"):
+            gen["seconds"][key[2:]] = float(sum(p[key] for p in parts if key in p))
+            continue
+        arr = np.concatenate([p[key] for p in parts if key in p])
+        head, _, rest = key.partition("_")
+        if head == "comp":
+            gen["comp"][int(rest)] = arr
+        else:
+            s, kind = rest.split("_", 1)
+            gen[head][(int(s), kind)] = arr
+    return gen
+
+
 def _run_chunk(method: Method, x: np.ndarray, d: np.ndarray, targets: dict[int, np.ndarray], proto: EvalProtocol,
                n_deep: int) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}

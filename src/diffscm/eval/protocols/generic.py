@@ -19,7 +19,6 @@ the first ``comp_n``. A folder without a split column is evaluated on all its ro
 from __future__ import annotations
 
 import json
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 from ...distributed import Topology
 from ...errors import DiffSCMError
 from ...scm.core import SCM
-from ..harness import batched_apply, cached_chunks
+from ..harness import batched_apply, generate_chunks
 from ..metrics import bootstrap_ci, cld, kernel_distance, l1_255
 from .morpho import MorphoDiffSCM, _folder, _values_hash, bin_edges, counterfactual_attributes, draw_values, to_bins
 
@@ -72,49 +71,8 @@ def generate_generic(method, scm: SCM, x_u8: np.ndarray, attrs: dict[str, np.nda
     kinds = list(scm.graph.image.parents)
     folder = _folder(cache, f"generic-{method.name}", {"method": method.settings(), "protocol": proto.key(),
                                                         "targets": _values_hash(target)})
-
-    def run(sl, start):
-        out: dict[str, np.ndarray] = {}
-        x, a = x_u8[sl], {k: v[sl] for k, v in attrs.items()}
-        t0 = time.perf_counter()
-        u = method.abduct(x, a)
-        out["t_abduct"] = np.float64(time.perf_counter() - t0)
-        n_rev = max(0, min(proto.rev_n - start, len(x)))
-        for s in proto.seeds:
-            for kind in kinds:
-                tg = {k: v[sl] for k, v in target[s][kind].items()}
-                t0 = time.perf_counter()
-                cf = method.predict(u, tg, s, factual=a)
-                out[f"t_cf_{s}_{kind}"] = np.float64(time.perf_counter() - t0)
-                out[f"cf_{s}_{kind}"] = cf
-                if n_rev:
-                    tr = {k: v[:n_rev] for k, v in tg.items()}
-                    out[f"rev_{s}_{kind}"] = method.predict(method.abduct(cf[:n_rev], tr),
-                                                            {k: v[:n_rev] for k, v in a.items()}, s, factual=tr)
-        cur = method.predict(u, a, proto.seeds[0], factual=a)
-        out["comp_1"] = cur
-        n_deep = max(0, min(proto.comp_n - start, len(x)))
-        cur, a_deep, m = cur[:n_deep], {k: v[:n_deep] for k, v in a.items()}, 1
-        while len(cur) and m < max(proto.comp_m):
-            cur, m = method.predict(method.abduct(cur, a_deep), a_deep, proto.seeds[0], factual=a_deep), m + 1
-            if m in proto.comp_m:
-                out[f"comp_{m}"] = cur
-        return out
-
-    parts = cached_chunks(folder, len(x_u8), proto.chunk, run, method.name, progress, top)
-    gen: dict = {"cf": {}, "rev": {}, "comp": {}, "seconds": {}}
-    for key in parts[0]:
-        if key.startswith("t_"):
-            gen["seconds"][key[2:]] = float(sum(p[key] for p in parts if key in p))
-            continue
-        arr = np.concatenate([p[key] for p in parts if key in p])
-        head, _, rest = key.partition("_")
-        if head == "comp":
-            gen["comp"][int(rest)] = arr
-        else:
-            s, kind = rest.split("_", 1)
-            gen[head][(int(s), kind)] = arr
-    return gen
+    return generate_chunks(method, x_u8, attrs, target, kinds, proto.seeds, folder, proto.chunk, None, proto.rev_n,
+                           proto.comp_n, proto.comp_m, progress, top)
 
 
 def _summary(cols: list[np.ndarray], n_boot: int) -> dict:

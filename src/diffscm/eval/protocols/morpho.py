@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from ...data import from_model_range, to_model_range
 from ...data import morphomnist as mm
 from ...distributed import Topology
 from ...errors import DiffSCMError
-from ..harness import DiffSCMMethod, batched_apply, cached_chunks
+from ..harness import DiffSCMMethod, batched_apply, cached_chunks, generate_chunks
 from ...scm.mechanisms import InferenceOptions
 from ..metrics import bootstrap_ci, cld, frechet_distance, kernel_distance, l1_255
 from ...models.io import weights_key
@@ -266,46 +265,9 @@ def generate_morpho(method, scm: SCM, x_u8: np.ndarray, attrs: dict[str, np.ndar
     folder = _folder(cache, method.name, {"method": method.settings(), "protocol": proto.key(),
                                           "targets": _values_hash(target)})
 
-    def run(sl, start):
-        out: dict[str, np.ndarray] = {}
-        x, a = x_u8[sl], {k: v[sl] for k, v in attrs.items()}
-        t0 = time.perf_counter()
-        u = method.abduct(x, a)
-        out["t_abduct"] = np.float64(time.perf_counter() - t0)
-        for s in proto.seeds:
-            for kind in proto.interventions:
-                tg = {k: v[sl] for k, v in target[s][kind].items()}
-                t0 = time.perf_counter()
-                cf = method.predict(u, tg, s, factual=a)
-                out[f"t_cf_{s}_{kind}"] = np.float64(time.perf_counter() - t0)
-                out[f"cf_{s}_{kind}"] = cf
-                n_rev = len(x) if proto.rev_n is None else max(0, min(proto.rev_n - start, len(x)))
-                if s in proto.rev_seeds and n_rev:
-                    tr = {k: v[:n_rev] for k, v in tg.items()}
-                    out[f"rev_{s}_{kind}"] = method.predict(method.abduct(cf[:n_rev], tr),
-                                                            {k: v[:n_rev] for k, v in a.items()}, s, factual=tr)
-        cur = method.predict(u, a, proto.seeds[0], factual=a)
-        out["comp_1"] = cur
-        n_deep = max(0, min(proto.comp_n - start, len(x)))
-        cur, a_deep, m = cur[:n_deep], {k: v[:n_deep] for k, v in a.items()}, 1
-        while len(cur) and m < max(proto.comp_m):
-            cur, m = method.predict(method.abduct(cur, a_deep), a_deep, proto.seeds[0], factual=a_deep), m + 1
-            if m in proto.comp_m:
-                out[f"comp_{m}"] = cur
-        return out
-
-    parts = cached_chunks(folder, len(x_u8), proto.chunk, run, method.name, progress, top)
-    for key in parts[0]:
-        if key.startswith("t_"):
-            gen.seconds[key[2:]] = float(sum(p[key] for p in parts if key in p))
-            continue
-        arr = np.concatenate([p[key] for p in parts if key in p])
-        head, _, rest = key.partition("_")
-        if head == "comp":
-            gen.comp[int(rest)] = arr
-        else:
-            s, kind = rest.split("_", 1)
-            getattr(gen, head)[(int(s), kind)] = arr
+    out = generate_chunks(method, x_u8, attrs, target, proto.interventions, proto.seeds, folder, proto.chunk,
+                          proto.rev_seeds, proto.rev_n, proto.comp_n, proto.comp_m, progress, top)
+    gen.cf, gen.rev, gen.comp, gen.seconds = out["cf"], out["rev"], out["comp"], out["seconds"]
     return gen
 
 
