@@ -32,13 +32,21 @@ def main() -> None:
         rows.append([tj.parent.relative_to(args.model).as_posix(), t["steps"], t["train"]["batch_size"],
                      f"{t['wall_seconds'] / 60:.1f} min", f"{t['final_loss']:.4f}"])
     p = res["protocol"]
+    defaults = json.loads((args.model / "scm.json").read_text())["defaults"]
+    chosen = defaults.get("cfg_weights") or defaults.get("scales")
     md = [f"### {args.title}", "", "Commands (2-core CPU):", "", *[f"    {c}" for c in args.command], "",
           md_table(["part", "steps", "batch", "wall", "final loss"], rows), "",
-          f"Training wall time, all parts: {total / 60:.1f} min.", "",
+          f"Training wall time of the packed parts: {total / 60:.1f} min (the selection models and the tuning on "
+          "validation images are in the command's wall time).", "",
+          f"Guidance defaults chosen on validation images by the selection models: `{json.dumps(chosen)}`; the "
+          "evaluation runs at these defaults, settings `" + json.dumps({k: res["settings"].get(k) for k in
+                                                                      ("steps", "inversion", "guidance", "cfg_weights", "scales")}) + "`.", "",
           f"Evaluation: the first {p['n']} images of split `{res['split']}`, seeds {p['seeds']}; reversibility on the "
           f"first {p['rev_n']}, composition m = 10 on the first {p['comp_n']}; mean [95% bootstrap CI over images]. "
-          "Effectiveness columns: the SCM's oracles read each parent of the counterfactual (accuracy, or MAE against "
-          "the counterfactual value).", "", generic_table(res)]
+          "Effectiveness columns: the SCM's oracles read each parent of the counterfactual: accuracy (categorical), or "
+          "MAE against the counterfactual value and `_within`, the fraction read within half a bin (1/18 of the "
+          "support) of it (continuous). `true_l1`: L1 (0–255) against the true counterfactual, on the images that "
+          "have one (the generator's rendering; a new digit has none).", "", generic_table(res)]
     write_section(ROOT / "docs" / "RESULTS.md", args.key, "\n".join(md))
     print("\n".join(md))
 

@@ -19,7 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("hue", [0.0, 0.05, 1 / 6, 0.25, 0.5, 0.6, 5 / 6, 0.95, 1.0])
 def test_hue_to_rgb_matches_colorsys(hue):
-    assert np.allclose(cm.hue_to_rgb(np.array([hue]))[0], colorsys.hsv_to_rgb(hue % 1.0, 1.0, 1.0))
+    assert np.allclose(cm.hue_to_rgb(np.array([hue]))[0], colorsys.hsv_to_rgb(cm.WHEEL * hue, 1.0, 1.0))
+
+
+def test_distinct_hues_have_distinct_colours():
+    rgb = cm.hue_to_rgb(np.linspace(0, 1, 101))
+    gaps = np.abs(rgb[:, None] - rgb[None]).max(-1) + np.eye(101)
+    assert gaps.min() > 0.04                               # 0.01 apart in hue differ by at least 0.05 in a channel
 
 
 def test_hue_mechanism_by_hand():
@@ -38,11 +44,10 @@ def test_noise_is_truncated_and_hues_stay_in_support():
 def test_render_pads_and_colours_each_stroke_pixel():
     digits = np.zeros((2, 28, 28), np.uint8)
     digits[0, 10, 12], digits[1, 0, 0] = 200, 255
-    img = cm.render(digits, np.array([1 / 3, 0.6]))            # pure green; a blue-violet
+    img = cm.render(digits, np.array([0.4, 0.6]))              # 120°: pure green; 180°: cyan
     assert img.shape == (2, 3, 32, 32) and img.dtype == np.uint8
     assert img[0, :, 12, 14].tolist() == [0, 200, 0]          # shifted by the 2-px pad
-    r, g, b = colorsys.hsv_to_rgb(0.6, 1.0, 1.0)
-    assert img[1, :, 2, 2].tolist() == [round(255 * r), round(255 * g), round(255 * b)]
+    assert img[1, :, 2, 2].tolist() == [0, 255, 255]
     assert img.sum() == img[0, :, 12, 14].sum() + img[1, :, 2, 2].sum()   # the background stays black
 
 
@@ -59,8 +64,8 @@ def test_render_bad_inputs(digits, hue, words):
 def test_example_graph_is_the_generator_graph():
     spec = yaml.safe_load((ROOT / "examples/graphs/colour-mnist.yaml").read_text())
     a, b = CausalGraph.from_dict(spec), CausalGraph.from_dict(cm.GRAPH)
-    assert {n: (v.kind, v.parents, v.num_classes, v.low, v.high) for n, v in a.variables.items()} == \
-           {n: (v.kind, v.parents, v.num_classes, v.low, v.high) for n, v in b.variables.items()}
+    assert {n: (v.kind, v.parents, v.num_classes, v.low, v.high, v.oracle_view) for n, v in a.variables.items()} == \
+           {n: (v.kind, v.parents, v.num_classes, v.low, v.high, v.oracle_view) for n, v in b.variables.items()}
 
 
 def test_cli_builds_a_folder_that_loads(idx_dir, tmp_path, monkeypatch, capsys):
@@ -82,7 +87,38 @@ def test_cli_builds_a_folder_that_loads(idx_dir, tmp_path, monkeypatch, capsys):
     stored = np.round(ds.images * 255).astype(int)                 # load_folder gives [0, 1] floats
     assert np.abs(stored - cm.render(x[:30], hue).astype(int)).max() <= 1   # hue stored to 6 digits
     assert len(load_folder(out, split="test").files) == 7
+    # true counterfactuals: the factual hue gives the stored image back; a new hue recolours the same strokes;
+    # a new digit has none
+    test = load_folder(out, split="test")
+    src, d, h = test.table["source_index"], test.table["digit"], test.table["hue"]
+    img, ok = cm.true_counterfactuals("test", src, d, {"digit": d, "hue": h}, idx_dir)
+    assert ok.all() and np.abs(img.astype(int) - np.round(test.images * 255).astype(int)).max() <= 1
+    new = {"digit": np.where(np.arange(7) == 0, (d + 1) % 10, d), "hue": np.full(7, 0.4)}   # 0.4: pure green
+    img, ok = cm.true_counterfactuals("test", src, d, new, idx_dir)
+    assert ok.tolist() == [False] + [True] * 6
+    grey = np.round(test.images * 255).astype(int).max(1)          # the strokes, whatever their colour
+    assert np.array_equal(img[:, 1], grey) and not img[:, [0, 2]].any()
     monkeypatch.setattr(sys, "argv", ["diffscm", "data", "colour-mnist", "--out", str(out), "--data-dir", str(idx_dir)])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 2 and "already exists" in capsys.readouterr().err
+
+
+def test_cli_writes_mnist_as_a_dataset_folder(idx_dir, tmp_path, monkeypatch, capsys):
+    from diffscm import cli
+    from diffscm.data import load_mnist
+
+    out = tmp_path / "mnist"
+    monkeypatch.setattr(sys, "argv", ["diffscm", "data", "mnist", "--out", str(out), "--data-dir", str(idx_dir),
+                                      "--train", "12", "--val", "0", "--test", "5"])
+    cli.main()
+    tr, te = load_folder(out, split="train"), load_folder(out, split="test")
+    x, y = load_mnist("test", idx_dir)
+    assert tr.images.shape == (12, 1, 28, 28) and te.images.shape == (5, 1, 28, 28)
+    assert np.array_equal(np.round(te.images[:, 0] * 255).astype(np.uint8), x[:5])       # PNG is lossless
+    assert np.array_equal(te.table["digit"], y[:5]) and set(tr.table["split"]) == {"train"}
+    assert CausalGraph.from_dict(tr.info["graph"]).image.parents == ("digit",)
+    monkeypatch.setattr(sys, "argv", ["diffscm", "data", "mnist", "--out", str(out), "--data-dir", str(idx_dir)])
     with pytest.raises(SystemExit) as exc:
         cli.main()
     assert exc.value.code == 2 and "already exists" in capsys.readouterr().err

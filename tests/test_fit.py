@@ -63,6 +63,7 @@ def test_plan_follows_the_graph():
         v if v["name"] != "size" else {**v, "low": 0.0, "high": 20.0} for v in GRAPH["variables"]]})
     cond = F.plan_fit(g, 28, 3, "quick")
     assert [p.name for p in cond.parts] == ["diffusion", "flows/hue", "oracles/shape", "oracles/hue", "oracles/size",
+                                            "selection/shape", "selection/hue", "selection/size",
                                             "eval/vae"]           # a root (size) keeps its values: no flow
     paper = F.plan_fit(g, 28, 3, "standard", mechanism="paper")
     assert [p.name for p in paper.parts][:4] == ["diffusion", "predictors/shape", "predictors/hue", "predictors/size"]
@@ -129,6 +130,7 @@ def test_fit_packs_a_working_scm_and_resume_skips_finished_parts(tmp_path, monke
     assert np.isclose(size["low"], seen.min() - pad) and np.isclose(size["high"], seen.max() + pad)
     card = (out / "MODEL_CARD.md").read_text()
     assert "diffscm fit" in card and "sha256" in card and "oracle `shape`: accuracy" in card
+    assert "not tuned: the folder has no `val` rows" in card                  # this folder has train and test only
     assert {p["fit_part"] for p in (json.loads((out / d / "training.json").read_text()) for d in
                                     ("diffusion", "flows/hue", "oracles/size", "eval/vae"))} == \
         {"diffusion", "flows/hue", "oracles/size", "eval/vae"}
@@ -146,7 +148,7 @@ def test_fit_packs_a_working_scm_and_resume_skips_finished_parts(tmp_path, monke
     assert (out / "diffusion" / "model.safetensors").read_bytes() == weights  # nothing already saved is lost
     res = run_cli(monkeypatch, capsys, *fit_args(graph, data, out, "--resume"))
     assert res.code == 0, res.err
-    assert res.err.count("done, skipped") == 6
+    assert res.err.count("done, skipped") == 9
     assert (out / "diffusion" / "model.safetensors").read_bytes() == weights
     res = run_cli(monkeypatch, capsys, *fit_args(graph, data, out, "--resume", "--budget", "standard"))
     assert res.code == 2 and "another budget" in res.err
@@ -270,3 +272,73 @@ def test_the_paper_mechanism_fits_predictors_and_runs(tmp_path):
     res = scm.counterfactual(obs, {"shape": torch.tensor([1, 1])}, scm.options(steps=2), progress=False)
     assert res["image"].shape == x.shape and res["shape"].tolist() == [1, 1]
     assert not torch.allclose(res["hue"], obs["hue"])                  # hue, a child of shape, follows its flow
+
+
+# ------------------------------------------------------------------ defaults chosen on validation images
+
+def test_coordinate_search_by_hand():
+    from diffscm.eval.tune import choose
+
+    calls = []
+
+    def error(v):                                    # least at a = 3, b = 1.5; b = 2 within the tie of b = 1.5
+        calls.append(dict(v))
+        return abs(v["a"] - 3) + (0.0 if v["b"] == 1.5 else 0.005 if v["b"] == 2.0 else 1.0)
+
+    grid = (1.0, 1.5, 2.0, 3.0)
+    assert choose(["a", "b"], grid, {"a": 1.0, "b": 2.0}, error, gentle=1.0) == {"a": 3.0, "b": 1.5}
+    assert calls[:4] == [{"a": g, "b": 2.0} for g in grid] and calls[4:] == [{"a": 3.0, "b": g} for g in grid]
+    # b = 2 ties with b = 1.5 (0.005 < 0.01): the value closest to the gentle end wins, whichever that is
+    assert choose(["b"], grid, {"a": 3.0, "b": 1.0}, error, gentle=3.0, tie=0.01)["b"] == 2.0
+    assert choose(["b"], grid, {"a": 3.0, "b": 1.0}, error, gentle=3.0, tie=0.001)["b"] == 1.5
+
+
+def test_fit_tunes_the_weights_on_val_rows_with_selection_models(tmp_path, monkeypatch, capsys):
+    from diffscm.eval import tune as T
+
+    data, out = make_dataset(tmp_path / "data", n_test=6), tmp_path / "scm"
+    _edit_labels(data, lambda h, r: (h, [{**row, "split": "val" if k >= 24 else row["split"]} for k, row in enumerate(r)]))
+    monkeypatch.setattr(T, "GRID", {"conditional": (1.0, 3.0), "paper": (0.0, 4.0)})
+    scored = []
+    real = T.attribute_errors
+    monkeypatch.setattr(T, "attribute_errors", lambda *a: scored.append(1) or real(*a))
+    res = run_cli(monkeypatch, capsys, *fit_args(graph_file(tmp_path), data, out))
+    assert res.code == 0, res.err
+    state = json.loads((tmp_path / "scm.parts" / "tune.json").read_text())
+    assert state["n"] == 6 and len(state["rows"]) == 4    # 2 values of the first parent, then one new value each
+    chosen = json.loads((out / "scm.json").read_text())["defaults"]["cfg_weights"]
+    assert chosen == state["chosen"] and set(chosen.values()) <= {1.0, 3.0}
+    assert all(0 <= r["error"] <= 1 for r in state["rows"]) and len(scored) == 4 * 3   # 3 interventions each
+    assert "Defaults chosen on validation images" in (out / "MODEL_CARD.md").read_text()
+    res = run_cli(monkeypatch, capsys, *fit_args(graph_file(tmp_path), data, out, "--resume"))
+    assert res.code == 0, res.err
+    assert len(scored) == 12                                          # every setting read back, none scored again
+    assert json.loads((out / "scm.json").read_text())["defaults"]["cfg_weights"] == chosen
+    assert (out / "MODEL_CARD.md").read_text().count("Defaults chosen on validation images") == 1
+
+
+def test_evaluate_adds_localisation_for_a_lesion_scm_on_a_folder_with_masks(tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(1)
+    n = 36
+    digit, lesion = rng.integers(0, 3, n), np.arange(n) % 2
+    imgs, masks = np.zeros((n, 1, 28, 28), np.uint8), np.zeros((n, 28, 28), bool)
+    imgs[:, 0, 6:22, 10:14] = np.where(digit == 1, 200, 0)[:, None, None]      # a stroke for digit 1
+    for k in np.flatnonzero(lesion):
+        r, c = rng.integers(2, 22, 2)
+        masks[k, r:r + 5, c:c + 5] = True
+        imgs[k, 0][masks[k]] = 255
+    split = np.array(["train"] * 20 + ["val"] * 8 + ["test"] * 8)
+    data = write_folder(tmp_path / "data", imgs, {"digit": digit, "lesion": lesion, "split": split}, masks=masks)
+    spec = {"variables": [{"name": "digit", "kind": "categorical", "num_classes": 3},
+                          {"name": "lesion", "kind": "categorical", "num_classes": 2},
+                          {"name": "image", "kind": "image", "parents": ["digit", "lesion"]}]}
+    out, js = tmp_path / "scm", tmp_path / "r.json"
+    F.fit_scm(CausalGraph.from_dict(spec), data, out, budget="quick", steps_scale=0.004, batch_size=8,
+              progress=False, log=lambda s: None, device="cpu")
+    res = run_cli(monkeypatch, capsys, "evaluate", "--model", out, "--data-dir", data, "--n", "6", "--seeds", "0",
+                  "--comp-n", "2", "--rev-n", "2", "--steps", "2", "--json", js, "--no-cache", "--device", "cpu",
+                  "--quiet")
+    assert res.code == 0, res.err
+    loc = json.loads(js.read_text())["results"]["localization"]
+    assert loc["parent"] == "lesion" and loc["n_val"] == loc["n_test"] == 6
+    assert all(0 <= loc[k] <= 1 for k in ("dice", "auprc", "auroc", "val_dice"))

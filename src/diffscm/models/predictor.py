@@ -88,7 +88,9 @@ class NoiseAwarePredictor(Pretrained):
 
 
 class Oracle(Pretrained):
-    """Clean-image CNN classifier used only for evaluation (never for guidance)."""
+    """Clean-image CNN classifier used only for evaluation (never for guidance).
+
+    ``view`` ``channel-max`` reads the per-pixel maximum over the ``in_channels`` channels (colour-blind)."""
 
     kind = "oracle"
 
@@ -97,11 +99,14 @@ class Oracle(Pretrained):
         super().__init__(config)
         # large images are average-pooled by ``input_pool`` first, so the head stays small
         self.input_pool = int(config.get("input_pool", 1))
+        self.view = config.get("view", "image")
+        if self.view not in ("image", "channel-max"):
+            raise ValueError(f"oracle view {self.view!r}: use image or channel-max")
         s = config["image_size"] // self.input_pool // 4
         c1, c2 = config.get("channels", [32, 64])
         hidden = config.get("hidden", 128)
         self.conv = nn.Sequential(
-            nn.Conv2d(config["in_channels"], c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(),
+            nn.Conv2d(1 if self.view == "channel-max" else config["in_channels"], c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(),
             nn.Conv2d(c1, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(),
             nn.Conv2d(c2, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2),
@@ -111,6 +116,8 @@ class Oracle(Pretrained):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate (``hidden``-d, 128 by default) features, e.g. for a Fréchet distance."""
+        if self.view == "channel-max":
+            x = x.amax(1, keepdim=True)
         if self.input_pool > 1:
             x = F.avg_pool2d(x, self.input_pool)
         return self.fc(self.conv(x))

@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import DiffSCMError
 
 KINDS = ("categorical", "continuous", "image")
+ORACLE_VIEWS = ("image", "channel-max")
 
 MNIST_GRAPH = {"variables": [
     {"name": "digit", "kind": "categorical", "num_classes": 10, "parents": []},
@@ -27,7 +28,11 @@ MORPHO_GRAPH = {"variables": [
 
 @dataclass(frozen=True)
 class Variable:
-    """A node: ``categorical`` (``num_classes``), ``continuous`` (support ``low``..``high``) or ``image``."""
+    """A node: ``categorical`` (``num_classes``), ``continuous`` (support ``low``..``high``) or ``image``.
+
+    ``oracle_view`` (attributes only): what the clean-image oracle and the selection model of this attribute see,
+    ``image`` (default) or ``channel-max`` (the per-pixel maximum over the channels: a colour-blind view, for an
+    attribute that must be read from shape while another parent sets the colour)."""
 
     name: str
     kind: str
@@ -35,6 +40,7 @@ class Variable:
     num_classes: int | None = None
     low: float | None = None
     high: float | None = None
+    oracle_view: str | None = None
 
     def check_value(self, value: float) -> None:
         """Raise a one-line error when ``value`` lies outside this variable's support."""
@@ -69,11 +75,12 @@ class CausalGraph:
                 raise TypeError("'variables' must be a list")
             variables = {}
             for v in items:
-                unknown = set(v) - {"name", "kind", "parents", "num_classes", "low", "high"}
+                unknown = set(v) - {"name", "kind", "parents", "num_classes", "low", "high", "oracle_view"}
                 if unknown:
                     raise DiffSCMError(f"variable {v.get('name', '?')!r} has unknown field(s): {', '.join(sorted(unknown))}")
                 var = Variable(name=v["name"], kind=v["kind"], parents=tuple(v.get("parents", ())),
-                               num_classes=v.get("num_classes"), low=v.get("low"), high=v.get("high"))
+                               num_classes=v.get("num_classes"), low=v.get("low"), high=v.get("high"),
+                               oracle_view=v.get("oracle_view"))
                 if var.name in variables:
                     raise DiffSCMError(f"variable {var.name!r} is declared twice")
                 variables[var.name] = var
@@ -115,7 +122,8 @@ class CausalGraph:
         out = []
         for v in self.variables.values():
             d = {"name": v.name, "kind": v.kind, "parents": list(v.parents)}
-            d.update({k: getattr(v, k) for k in ("num_classes", "low", "high") if getattr(v, k) is not None})
+            d.update({k: getattr(v, k) for k in ("num_classes", "low", "high", "oracle_view")
+                      if getattr(v, k) is not None})
             out.append(d)
         return {"variables": out, **({"mechanism": self.mechanism} if self.mechanism else {})}
 
@@ -129,6 +137,9 @@ class CausalGraph:
                 raise DiffSCMError(f"categorical variable {v.name!r} needs num_classes >= 2")
             if v.kind == "continuous" and v.low is not None and v.high is not None and not v.low < v.high:
                 raise DiffSCMError(f"continuous variable {v.name!r} needs low < high, got [{v.low}, {v.high}]")
+            if v.oracle_view is not None and (v.kind == "image" or v.oracle_view not in ORACLE_VIEWS):
+                raise DiffSCMError(f"variable {v.name!r}: oracle_view {v.oracle_view!r} (use "
+                                   f"{' or '.join(ORACLE_VIEWS)}, on attributes only)")
             if v.kind == "image" and not v.parents:
                 raise DiffSCMError(f"image variable {v.name!r} needs at least one parent")
             for p in v.parents:

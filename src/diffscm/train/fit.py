@@ -9,7 +9,9 @@ The plan, for a graph whose image has parents PA:
 * ``flows/V``: a conditional flow for each continuous attribute with parents (roots keep their observed values:
   their exogenous noise is the value itself);
 * ``oracles/P``: a clean-image classifier or regressor of each P in PA, and ``eval/vae``, the unconditional VAE of
-  CLD: the evaluation models.
+  CLD: the evaluation models;
+* ``selection/P``: a second model of each P in PA, of the oracle's form but another seed, that chooses the guidance
+  defaults on validation images (``diffscm.eval.tune``), so that the oracles judge only the test images.
 
 Architectures and steps scale with the image size and the budget (``quick``, ``standard``, ``full``).
 """
@@ -59,7 +61,7 @@ BUDGETS = {
 }
 # rough relative cost of one training step per image pixel: it weights the parts in the one progress bar, whose ETA
 # then follows the rate the run measures
-STEP_COST = {"diffusion": 1.0, "predictor": 0.3, "oracle": 0.08, "vae": 0.05, "flow": 0.0}
+STEP_COST = {"diffusion": 1.0, "predictor": 0.3, "oracle": 0.08, "selector": 0.08, "vae": 0.05, "flow": 0.0}
 
 
 @dataclass
@@ -228,6 +230,7 @@ def plan_fit(graph: CausalGraph, size: int, channels: int, budget: str | Budget 
     parts += [Part(f"flows/{v.name}", "flow", v.name, steps(b.flow), max(bs, 256), 3e-3)
               for v in (graph.variables[n] for n in graph.topological_order()) if v.kind == "continuous" and v.parents]
     parts += [Part(f"oracles/{p}", "oracle", p, steps(b.oracle), bs, 1e-3) for p in parents]
+    parts += [Part(f"selection/{p}", "selector", p, steps(b.oracle), bs, 1e-3) for p in parents]
     parts.append(Part("eval/vae", "vae", None, steps(b.vae), bs, 1e-3))
     return FitPlan(graph, mechanism, b, parts, size, channels)
 
@@ -259,8 +262,9 @@ def build_part(part: Part, plan: FitPlan, data: FitData) -> tuple:
             y = torch.as_tensor(table[target], dtype=torch.float32)
         model = NoiseAwarePredictor(cfg)
         return model, tr.predictor_loss(model, make_alphas_cumprod("linear", 1000).float()), x, y
-    if part.what == "oracle":
-        common = {"in_channels": c, "image_size": size, "input_pool": max(1, size // 32) if size >= 64 else 1}
+    if part.what in ("oracle", "selector"):
+        common = {"in_channels": c, "image_size": size, "input_pool": max(1, size // 32) if size >= 64 else 1,
+                  "view": var.oracle_view or "image"}
         if var.kind == "categorical":
             model = Oracle({**common, "num_classes": var.num_classes})
             return model, tr.oracle_loss(model), x, torch.as_tensor(table[target]).long()
@@ -289,6 +293,11 @@ def part_done(folder: Path, part: Part) -> bool:
     return meta.get("step") == part.steps
 
 
+def work_dir(out: Path, work: Path | None = None) -> Path:
+    """The folder of a fit's parts: ``work``, by default ``OUT.parts`` beside ``out``."""
+    return Path(work) if work is not None else Path(out).parent / f"{Path(out).name}.parts"
+
+
 def fit_scm(graph: CausalGraph, data_dir: Path, out: Path, *, budget: str = "standard", mechanism: str | None = None,
             work: Path | None = None, resume: bool = False, overwrite: bool = False, device: str = "auto",
             steps_scale: float = 1.0, batch_size: int | None = None, seed: int = 0, save_every: int = 200,
@@ -306,7 +315,7 @@ def fit_scm(graph: CausalGraph, data_dir: Path, out: Path, *, budget: str = "sta
         raise DiffSCMError(f"unknown budget {budget!r} (use {', '.join(BUDGETS)})")
     if mechanism not in (None, *MECHANISMS):
         raise DiffSCMError(f"unknown mechanism {mechanism!r} (use {', '.join(MECHANISMS)})")
-    work = Path(work) if work is not None else out.parent / f"{out.name}.parts"
+    work = work_dir(out, work)
     if out.exists() and not (overwrite or resume):
         raise DiffSCMError(f"{out} already exists; pass --overwrite to replace it or --resume to continue the fit")
     if work.exists() and not work.is_dir():
@@ -354,10 +363,11 @@ def fit_scm(graph: CausalGraph, data_dir: Path, out: Path, *, budget: str = "sta
                 bar.update(task, completed=done_units)
                 continue
             say(f"[{k + 1}/{len(plan.parts)}] {part.name}: {part.what}, {part.steps} steps of batch {part.batch_size}")
-            torch.manual_seed(seed)
+            part_seed = seed + (part.what == "selector")   # the selection models differ from the oracles
+            torch.manual_seed(part_seed)
             model, loss, inputs, labels = build_part(part, plan, data)
             is_diff = part.what == "diffusion"
-            cfg = tr.TrainConfig(steps=part.steps, batch_size=part.batch_size, lr=part.lr, seed=seed,
+            cfg = tr.TrainConfig(steps=part.steps, batch_size=part.batch_size, lr=part.lr, seed=part_seed,
                                  save_every=save_every, warmup=min(300 if is_diff else 100, part.steps // 10),
                                  lr_schedule="cosine", ema_decay=tr.auto_ema_decay(part.steps) if is_diff else 0.0)
             extra = {"dataset": "folder", "split": data.split, "n_images": int(len(data.images)),
@@ -470,5 +480,7 @@ _PROSE = {
     "predictor": "Noise-aware predictor of `{target}` from x_t (the paper mechanism's anti-causal guidance).",
     "flow": "Conditional spline flow of `{target}` given its parents (exact abduction).",
     "oracle": "Clean-image oracle of `{target}`, for evaluation only (effectiveness); never used by inference.",
+    "selector": "Selection model of `{target}` (the oracle's form, another seed): it chooses the guidance defaults on "
+                "validation images; not packed.",
     "vae": "Unconditional VAE whose posteriors define CLD, for evaluation only.",
 }

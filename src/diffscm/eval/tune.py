@@ -1,0 +1,165 @@
+"""Choose a fitted SCM's guidance defaults on validation images, judged by selection models, never by the oracles.
+
+``diffscm fit`` trains a selection model of each image parent (an oracle of the same form with another seed; it
+sees the parent's ``oracle_view``) and then calls :func:`tune_scm`. On the first ``n`` images of the ``val`` split,
+each image parent is intervened on in turn with the evaluation's draw (``draw_generic``, seed 0); descendants
+follow through the SCM's flows. One abduction serves every setting. The rule, fixed before any run:
+
+* a setting's error is the mean, over the interventions do(P) and over the image parents Q, of the selection
+  model's error on Q against Q's counterfactual value: 1 − accuracy for a categorical Q, the fraction of images
+  read farther than half a bin (``metrics.tolerance``) from the target for a continuous one;
+* the weights (conditional mechanism: classifier-free w per parent) or scales (paper mechanism: s per predictor)
+  are chosen one parent at a time, in the graph's order, over ``GRID``, the others held at their current values,
+  starting from the packed defaults;
+* a value whose error lies within ``TIE`` of the best counts as tied, and the gentlest of the tied values wins (the
+  one closest to the unguided model: w = 1, s = 0).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import DiffSCMError
+from ..files import write_json_atomic
+from ..scm.core import SCM
+from .metrics import tolerance, within_hits
+
+GRID = {"conditional": (1.0, 1.5, 2.0, 3.0, 4.5, 6.0), "paper": (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)}
+N_TUNE = 64
+TIE = 0.01
+
+
+def attribute_errors(scm: SCM, read: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per image parent: 1 − accuracy (categorical) or the fraction read outside :func:`tolerance` (continuous)."""
+    out = {}
+    for p in scm.graph.image.parents:
+        var = scm.graph.variables[p]
+        hits = (np.asarray(read[p]) == np.asarray(target[p])).astype(np.float64) if var.kind == "categorical" else \
+            within_hits(read[p], target[p], tolerance(var.low, var.high))
+        out[p] = float(1.0 - hits.mean())
+    return out
+
+
+def choose(parents: list[str], grid: tuple[float, ...], start: dict[str, float],
+           error: Callable[[dict[str, float]], float], gentle: float, tie: float = TIE) -> dict[str, float]:
+    """One pass of coordinate search: each parent in turn takes the grid value of least ``error`` with the others
+    held; values within ``tie`` of the least count as tied, and the one closest to ``gentle`` wins."""
+    values = dict(start)
+    for p in parents:
+        errs = {v: error({**values, p: v}) for v in grid}
+        best = min(errs.values())
+        values[p] = min((v for v, e in errs.items() if e <= best + tie), key=lambda v: abs(v - gentle))
+    return values
+
+
+def _key(mechanism: str) -> str:
+    return "cfg_weights" if mechanism == "conditional" else "scales"
+
+
+def tune_scm(scm_dir: Path, data_dir: Path, selectors: dict[str, Path], state: Path, n: int = N_TUNE, seed: int = 0,
+             log: Callable[[str], None] = print, device: str = "cpu") -> dict | None:
+    """Run the rule of the module docstring and write the chosen values into ``scm_dir/scm.json``'s defaults.
+
+    ``state`` (a JSON file) keeps every scored setting, so an interrupted run resumes. Returns the record (the
+    chosen values, every row, the images used), or None when the folder has no ``val`` rows to tune on."""
+    from ..data.folder import has_split_column, read_table
+    from ..models import load_model
+    from .harness import batched_apply
+    from .protocols.generic import draw_generic, load_split
+    from .protocols.morpho import MorphoDiffSCM, counterfactual_attributes
+
+    if not has_split_column(data_dir) or "val" not in set(read_table(data_dir)[1]["split"].tolist()):
+        return None
+    scm = SCM.from_pretrained(scm_dir, device)
+    base = scm.options()
+    if base.guidance != "intervened":
+        raise DiffSCMError("tuning needs guidance on the intervened parents (one abduction serves every setting)")
+    mechanism = scm.image_mechanism.mechanism(base)
+    parents = list(scm.graph.image.parents)
+    missing = [p for p in parents if p not in selectors]
+    if missing:
+        raise DiffSCMError(f"no selection model of {missing[0]} to tune the defaults with")
+    models = {p: load_model(selectors[p], scm.device).eval() for p in parents}
+    x_all, a_all, _ = load_split(scm, data_dir, "val")
+    n = min(n, len(x_all))
+    x, attrs = x_all[:n], {k: v[:n] for k, v in a_all.items()}
+    do = draw_generic(scm, attrs, a_all, seed)
+    target = {k: counterfactual_attributes(scm, attrs, d) for k, d in do.items()}
+    key = _key(mechanism)
+    values = {p: float(getattr(base, key).get(p, 1.0 if mechanism == "conditional" else 0.0)) for p in parents}
+    record = json.loads(state.read_text()) if state.exists() else {}
+    if record.get("n") != n or record.get("seed") != seed or record.get("mechanism") != mechanism:
+        record = {"n": n, "seed": seed, "mechanism": mechanism, "key": key, "rows": []}
+    done = {json.dumps(r["values"], sort_keys=True): r for r in record["rows"]}
+    latent = None
+
+    def read(images: np.ndarray) -> dict[str, np.ndarray]:
+        out = {}
+        for p, m in models.items():
+            if scm.graph.variables[p].kind == "categorical":
+                out[p] = batched_apply(m, m, images).argmax(1).numpy()
+            else:
+                out[p] = batched_apply(m.predict, m, images).numpy().astype(np.float64)
+        return out
+
+    def score(vals: dict[str, float]) -> float:
+        nonlocal latent
+        k = json.dumps(vals, sort_keys=True)
+        if k in done:
+            return done[k]["error"]
+        method = MorphoDiffSCM(scm, scm.options(**{key: dict(vals)}))
+        if latent is None:       # abduction is unguided (guidance on the intervened parents only): one for all
+            latent = method.abduct(x, attrs)
+        t0, errs = time.time(), {}
+        for kind in parents:
+            cf = method.predict(latent, target[kind], seed, factual=attrs)
+            errs[kind] = attribute_errors(scm, read(cf), target[kind])
+        err = float(np.mean([e for d in errs.values() for e in d.values()]))
+        row = {"values": dict(vals), "error": err, "errors": errs, "seconds": time.time() - t0}
+        record["rows"].append(row)
+        done[k] = row
+        write_json_atomic(state, record)
+        log(f"tune {key} {vals}: error {err:.3f}")
+        return err
+
+    values = choose(parents, GRID[mechanism], values, score, 1.0 if mechanism == "conditional" else 0.0)
+    record["chosen"] = dict(values)
+    record["error"] = score(values)
+    write_json_atomic(state, record)
+    cfg_path = Path(scm_dir) / "scm.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["defaults"][key] = dict(values)
+    write_json_atomic(cfg_path, cfg)
+    return record
+
+
+def tune_card(record: dict | None) -> list[str]:
+    """Model-card lines for a tuning record."""
+    if record is None:
+        return ["- the guidance defaults were not tuned: the folder has no `val` rows"]
+    key = "classifier-free weights w" if record["key"] == "cfg_weights" else "guidance scales s"
+    rows = sorted(record["rows"], key=lambda r: r["error"])
+    lines = [f"- {key} chosen on the first {record['n']} `val` images by selection models (not the oracles), "
+             f"seed {record['seed']}: {record['chosen']} (error {record['error']:.3f}; the rule: `diffscm.eval.tune`)",
+             f"- {len(rows)} settings scored; the best five:"]
+    lines += [f"  - {r['values']}: {r['error']:.3f}" for r in rows[:5]]
+    return lines
+
+
+def tune_fitted(out: Path, data_dir: Path, work: Path, log: Callable[[str], None] = print,
+                device: str = "cpu") -> dict | None:
+    """Tune a folder ``diffscm fit`` just packed, with the selection models in its work folder, and add the choice
+    to its model card."""
+    out, work = Path(out), Path(work)
+    graph = json.loads((out / "scm.json").read_text())["graph"]
+    parents = next(v["parents"] for v in graph["variables"] if v["kind"] == "image")
+    record = tune_scm(out, data_dir, {p: work / "selection" / p for p in parents}, work / "tune.json", log=log,
+                      device=device)
+    card = out / "MODEL_CARD.md"
+    text = card.read_text().split("\n## Defaults chosen on validation images\n")[0]
+    card.write_text(text.rstrip("\n") + "\n\n## Defaults chosen on validation images\n\n" + "\n".join(tune_card(record)) + "\n")
+    return record
