@@ -7,7 +7,8 @@ follow through the SCM's flows. One abduction serves every setting. The rule, fi
 
 * a setting's error is the mean, over the interventions do(P) and over the image parents Q, of the selection
   model's error on Q against Q's counterfactual value: 1 − accuracy for a categorical Q, the fraction of images
-  read farther than half a bin (``metrics.tolerance``) from the target for a continuous one;
+  read farther than half a bin (``metrics.tolerance``, of the support, else of the split's range) from the target
+  for a continuous one;
 * the weights (conditional mechanism: classifier-free w per parent) or scales (paper mechanism: s per predictor)
   are chosen one parent at a time, in the graph's order, over ``GRID``, the others held at their current values,
   starting from the packed defaults;
@@ -33,13 +34,13 @@ N_TUNE = 64
 TIE = 0.01
 
 
-def attribute_errors(scm: SCM, read: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict[str, float]:
-    """Per image parent: 1 − accuracy (categorical) or the fraction read outside :func:`tolerance` (continuous)."""
+def attribute_errors(scm: SCM, read: dict[str, np.ndarray], target: dict[str, np.ndarray],
+                     tol: dict[str, float]) -> dict[str, float]:
+    """Per image parent: 1 − accuracy (categorical) or the fraction read farther than ``tol[p]`` (continuous)."""
     out = {}
     for p in scm.graph.image.parents:
-        var = scm.graph.variables[p]
-        hits = (np.asarray(read[p]) == np.asarray(target[p])).astype(np.float64) if var.kind == "categorical" else \
-            within_hits(read[p], target[p], tolerance(var.low, var.high))
+        hits = (np.asarray(read[p]) == np.asarray(target[p])).astype(np.float64) \
+            if scm.graph.variables[p].kind == "categorical" else within_hits(read[p], target[p], tol[p])
         out[p] = float(1.0 - hits.mean())
     return out
 
@@ -68,6 +69,7 @@ def tune_scm(scm_dir: Path, data_dir: Path, selectors: dict[str, Path], state: P
     chosen values, every row, the images used), or None when the folder has no ``val`` rows to tune on."""
     from ..data.folder import has_split_column, read_table
     from ..models import load_model
+    from ..models.io import weights_key
     from .harness import batched_apply
     from .protocols.generic import draw_generic, load_split
     from .protocols.morpho import MorphoDiffSCM, counterfactual_attributes
@@ -89,11 +91,15 @@ def tune_scm(scm_dir: Path, data_dir: Path, selectors: dict[str, Path], state: P
     x, attrs = x_all[:n], {k: v[:n] for k, v in a_all.items()}
     do = draw_generic(scm, attrs, a_all, seed)
     target = {k: counterfactual_attributes(scm, attrs, d) for k, d in do.items()}
+    tol = {p: tolerance(np.min(a_all[p]) if v.low is None else v.low, np.max(a_all[p]) if v.high is None else v.high)
+           for p, v in ((p, scm.graph.variables[p]) for p in parents) if v.kind == "continuous"}
     key = _key(mechanism)
     values = {p: float(getattr(base, key).get(p, 1.0 if mechanism == "conditional" else 0.0)) for p in parents}
+    ident = {"n": n, "seed": seed, "mechanism": mechanism, "key": key,
+             "weights": "-".join(weights_key(m) for m in [scm.image_mechanism.diffusion, *models.values()])}
     record = json.loads(state.read_text()) if state.exists() else {}
-    if record.get("n") != n or record.get("seed") != seed or record.get("mechanism") != mechanism:
-        record = {"n": n, "seed": seed, "mechanism": mechanism, "key": key, "rows": []}
+    if any(record.get(k) != v for k, v in ident.items()):     # another model or protocol: start afresh
+        record = {**ident, "rows": []}
     done = {json.dumps(r["values"], sort_keys=True): r for r in record["rows"]}
     latent = None
 
@@ -117,7 +123,7 @@ def tune_scm(scm_dir: Path, data_dir: Path, selectors: dict[str, Path], state: P
         t0, errs = time.time(), {}
         for kind in parents:
             cf = method.predict(latent, target[kind], seed, factual=attrs)
-            errs[kind] = attribute_errors(scm, read(cf), target[kind])
+            errs[kind] = attribute_errors(scm, read(cf), target[kind], tol)
         err = float(np.mean([e for d in errs.values() for e in d.values()]))
         row = {"values": dict(vals), "error": err, "errors": errs, "seconds": time.time() - t0}
         record["rows"].append(row)
