@@ -170,7 +170,7 @@ def test_an_interrupted_part_resumes_from_its_checkpoint(tmp_path, monkeypatch):
             return loss(*a)
         return model, failing, x, y
 
-    kw = dict(budget="quick", steps_scale=4 / 700, batch_size=8, save_every=2, progress=False, log=lambda s: None,
+    kw = dict(budget="quick", steps_scale=4 / F.BUDGETS["quick"].diffusion, batch_size=8, save_every=2, progress=False, log=lambda s: None,
               device="cpu")
     monkeypatch.setattr(F, "build_part", interrupted)
     with pytest.raises(KeyboardInterrupt):

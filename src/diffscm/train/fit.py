@@ -43,7 +43,8 @@ MIN_SIZE, MAX_SIZE = 28, 256
 
 @dataclass(frozen=True)
 class Budget:
-    """Training steps of each kind of model, at batch ``batch_size``."""
+    """Training steps of each kind of model, at batch ``batch_size``; the image model's own batch, learning rate
+    and dropout."""
 
     name: str
     diffusion: int
@@ -52,10 +53,17 @@ class Budget:
     flow: int
     vae: int
     batch_size: int = 128
+    diffusion_batch: int = 128
+    diffusion_lr: float = 5e-4
+    dropout: float = 0.1
 
 
 BUDGETS = {
-    "quick": Budget("quick", diffusion=700, predictor=300, oracle=300, flow=600, vae=500),
+    # a short run learns faster from more, smaller steps at a higher rate and without dropout (measured on
+    # Colour-MNIST: 700 steps of batch 128 at 5e-4 drew noise; 700 of batch 64 at 2e-3 took 40% of the time and
+    # drew coloured strokes)
+    "quick": Budget("quick", diffusion=1500, predictor=300, oracle=300, flow=600, vae=500, diffusion_batch=64,
+                    diffusion_lr=2e-3, dropout=0.0),
     "standard": Budget("standard", diffusion=4000, predictor=1500, oracle=1000, flow=2000, vae=2500),
     "full": Budget("full", diffusion=15000, predictor=4000, oracle=3000, flow=3000, vae=6000),
 }
@@ -222,8 +230,8 @@ def plan_fit(graph: CausalGraph, size: int, channels: int, budget: str | Budget 
         return max(1, round(n * steps_scale))
 
     parents = list(graph.image.parents)
-    parts = [Part("diffusion", "diffusion", None, steps(b.diffusion), bs, 5e-4, {
-        "unet": {**unet_config(size, channels), "dropout": 0.1}, "conditional": mechanism == "conditional"})]
+    parts = [Part("diffusion", "diffusion", None, steps(b.diffusion), batch_size or b.diffusion_batch, b.diffusion_lr, {
+        "unet": {**unet_config(size, channels), "dropout": b.dropout}, "conditional": mechanism == "conditional"})]
     if mechanism == "paper":
         parts += [Part(f"predictors/{p}", "predictor", p, steps(b.predictor), bs, 1e-3,
                        {"channels": _widths(size)}) for p in parents]
