@@ -88,9 +88,11 @@ def data_morphomnist(
         typer.echo(str(out / f"{sp}-images.npy"))
     if folder_out is not None:
         from ..data.morphomnist import write_morpho_folder
+        from ..scm.graph import MORPHO_GRAPH
 
         typer.echo(str(write_morpho_folder(folder_out, built["train"], built["test"],
-                                           {"seed": seed, "csv_dir": str(csv_dir) if csv_dir else None})))
+                                           {"seed": seed, "csv_dir": str(csv_dir) if csv_dir else None},
+                                           MORPHO_GRAPH)))
 
 
 @data_app.command("lesion-mnist")

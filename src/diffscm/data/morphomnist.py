@@ -510,10 +510,10 @@ def morpho_split(x: np.ndarray, attrs: dict[str, np.ndarray], split: str) -> tup
     return x[sl], {k: v[sl] for k, v in attrs.items()}
 
 
-def write_morpho_folder(out: Path, train_dir: Path, test_dir: Path, source: dict) -> Path:
+def write_morpho_folder(out: Path, train_dir: Path, test_dir: Path, source: dict, graph: dict) -> Path:
     """A dataset folder (train / val / test, columns digit, thickness, intensity, source_index) from the built
-    splits of :func:`build_split`; ``val`` is the training split's last :data:`MORPHO_VALID` images."""
-    from ..scm.graph import MORPHO_GRAPH
+    splits of :func:`build_split`; ``val`` is the training split's last :data:`MORPHO_VALID` images. ``graph`` (the
+    Morpho-MNIST graph) goes into its dataset.json."""
     from .folder import write_folder
 
     images, names, table = [], [], {"split": [], "digit": [], "thickness": [], "intensity": [], "source_index": []}
@@ -530,6 +530,6 @@ def write_morpho_folder(out: Path, train_dir: Path, test_dir: Path, source: dict
         table["intensity"] += a["intensity"].tolist()
         table["source_index"] += list(range(n))
     info = {"name": "morphomnist", "label": "digit", "num_classes": 10, "generator": "diffscm.data.morphomnist",
-            "generator_version": GENERATOR_VERSION, **source, "graph": MORPHO_GRAPH}
+            "generator_version": GENERATOR_VERSION, **source, "graph": graph}
     return write_folder(out, np.concatenate(images), {k: np.asarray(v) for k, v in table.items()}, info=info,
                         names=names)

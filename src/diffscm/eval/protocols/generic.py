@@ -22,8 +22,9 @@ the first ``comp_n``. A folder without a split column is evaluated on all its ro
 
 Where the folder has ``masks/`` and the SCM a binary image parent (``lesion``), :func:`localize_generic` adds the
 weakly supervised localisation task of "What is Healthy?": the healthy counterfactual do(lesion = 0) of every
-image, abducted with its lesion status unknown (the ε-model's null token), the anomaly map |x − x_h| (mean over channels), the Dice threshold chosen on ``val`` images and applied to
-the test images, pixel AUPRC and image AUROC (the mean of each map's 10 largest values).
+image, abducted with its lesion status unknown (the ε-model's null token), the anomaly map |x − x_h| (mean over
+channels), the Dice threshold chosen on ``val`` images and applied to the test images, pixel AUPRC and image
+AUROC (the mean of each map's 10 largest values).
 """
 from __future__ import annotations
 
@@ -263,7 +264,7 @@ def run_generic(scm: SCM, data_dir: Path, split: str | None, n: int, seeds: tupl
     truth = true_images(data_dir, split_name if split_name != "all" else None, n, attrs, do, target)
     res = score_generic(scm, gen, x, attrs, target, vae, x_all, a_all, x_all[n:], n_boot, truth=truth)
     parent = localization_parent(scm, data_dir)
-    if parent is not None and split_name != "all":
+    if parent is not None and split_name != "all" and (top is None or top.is_main):
         res["localization"] = localize_generic(scm, data_dir, parent, n, n, method.opts, split_name)
     return {"protocol": proto.key(), "split": split_name, "data": str(data_dir), "settings": method.settings(),
             "results": res}
