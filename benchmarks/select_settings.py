@@ -7,7 +7,7 @@ below), writes each sweep's report under docs/evaluation/sweeps/N{N}/ and the ch
 docs/results/selection.json and docs/RESULTS.md.
 
 Rule (fixed before looking at the numbers): the (N, s) with the lowest CLD (w = 0.8/0.2) among the settings
-whose validation effectiveness is ≥ 0.90 (the core issue's acceptance floor); CLD alone would reward an
+whose validation effectiveness is ≥ 0.90 (the acceptance floor of the MNIST figures); CLD alone would reward an
 unchanged image (P1 = 0) over an effective one, so the floor keeps the choice a counterfactual.
 """
 from __future__ import annotations

@@ -86,7 +86,7 @@ def stage_select(args) -> None:
 
 CURVE_STEPS = (4, 5, 6, 8, 10, 20)
 REFERENCE_CURVE_STEPS = (20, 50, 100)
-PREVIOUS_DEFAULT = {"steps": 50, "ratio": 1.0, "scale": 16.0}   # shipped before issue 6
+PREVIOUS_DEFAULT = {"steps": 50, "ratio": 1.0, "scale": 16.0}   # the defaults shipped before the speed work
 
 
 def curve_settings(scm) -> list[tuple[str, str, dict]]:
@@ -322,7 +322,7 @@ def stage_table(args) -> None:
                f"intervention applied once (all images) and 10 times (first {curve['comp_n']}). Speed: abduction + "
                f"guided prediction of one batch of {timing['batch_size']} after a warm-up, eager mode. "
                f"'× ref.' divides by the reference implementation's ≈ {REFERENCE_IMG_S:g} image/s on a 2-core CPU "
-               "(from the issue: 61 ms per inversion step and 118 ms per guided step at batch 16, 75 + 75 steps).", "",
+               "(reported for the reference code: 61 ms per inversion step and 118 ms per guided step at batch 16, 75 + 75 steps).", "",
                md_table(["family", "setting", "network passes / image", "images/s ↑", "× ref.", "effectiveness ↑",
                          "CLD (0.8/0.2) ↓", "composition L1 m=1 ↓", "composition L1 m=10 ↓", "FID (oracle) ↓"], rows), ""]
         md += _acceptance(curve, timing)

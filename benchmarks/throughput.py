@@ -80,7 +80,7 @@ def main() -> None:
         md_table(["setting", "network passes / image", "images/s", "ms / step (batch)", "null-intervention error"], rows),
         "",
         "For scale: the reference implementation on a 2-core machine takes ≈ 61 ms per inversion step and ≈ 118 ms per "
-        "guided step at batch 16, ≈ 1 counterfactual image/s at its 75 + 75 steps (figure from the issue, not re-measured here).",
+        "guided step at batch 16, ≈ 1 counterfactual image/s at its 75 + 75 steps (a figure reported for the reference code, not re-measured here).",
     ]
     write_section(args.results, "throughput", "\n".join(md))
 

@@ -31,14 +31,26 @@ def test_distinct_hues_have_distinct_colours():
 def test_hue_mechanism_by_hand():
     assert np.allclose(cm.hue_mechanism(np.array([0, 3, 9]), np.array([0.0, 1.0, -2.5])),
                        [0.05, 0.35 + cm.SIGMA, 0.95 - 2.5 * cm.SIGMA])
+    # the uniform share takes its own hue; a counterfactual digit can push the band past the support: clipped
+    assert np.allclose(cm.hue_mechanism(np.array([0, 3, 9, 0]), np.array([0.0, 1.0, 2.0, -2.0]),
+                                        np.array([0.7, 0.2, 0.3, 0.9]), np.array([True, False, False, False])),
+                       [0.7, 0.35 + cm.SIGMA, 1.0, 0.0])
 
 
 def test_noise_is_truncated_and_hues_stay_in_support():
-    u = cm.sample_noise(200_000, np.random.default_rng(0))
-    assert np.abs(u).max() <= cm.TRUNCATE and abs(u.mean()) < 0.01
-    assert 0.9 < u.std() < 1.0                           # a standard normal truncated at 2.5 sd has sd ≈ 0.96
-    hue = cm.hue_mechanism(np.repeat(np.arange(10), 20_000), u)
+    digit = np.repeat(np.arange(10), 20_000)
+    noise = cm.sample_noise(digit, np.random.default_rng(0))
+    u = noise["u_hue"]
+    assert np.abs(u).max() <= cm.TRUNCATE
+    mid = (digit >= 2) & (digit <= 7)                    # bands far from the bounds: only the 2.5-sd truncation
+    assert abs(u[mid].mean()) < 0.01 and 0.9 < u[mid].std() < 1.0   # a normal truncated at 2.5 sd: sd ≈ 0.96
+    assert u[digit == 0].min() >= -0.05 / cm.SIGMA - 1e-12          # digit 0's band (mean 0.05) stays above 0
+    assert abs(noise["uniform"].mean() - cm.P_UNIFORM) < 0.002
+    hue = cm.hue_mechanism(digit, **noise)
     assert hue.min() >= 0.0 and hue.max() <= 1.0
+    assert np.allclose(hue[noise["uniform"]], noise["u_uniform"][noise["uniform"]])
+    band = ~noise["uniform"]
+    assert np.allclose(hue[band], (digit[band] + 0.5) / 10 + cm.SIGMA * u[band])   # no clipping on sampled noise
 
 
 def test_render_pads_and_colours_each_stroke_pixel():

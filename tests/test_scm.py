@@ -33,6 +33,20 @@ def test_graph_validation_errors():
         CausalGraph.from_dict({"variables": [{"kind": "image"}]})
 
 
+def test_class_names_of_a_categorical_variable():
+    pet = {"name": "pet", "kind": "categorical", "num_classes": 3, "categories": ["tabby", "golden retriever", "Ara"]}
+    g = graph(pet, {"name": "image", "kind": "image", "parents": ["pet"]})
+    v = g.variables["pet"]
+    assert [v.class_index(s) for s in ("golden_retriever", "GOLDEN retriever", "ara", "tabby", "dog", "1")] == \
+           [1, 1, 2, 0, None, None]
+    assert CausalGraph.from_dict(g.to_dict()).variables == g.variables
+    for bad in (["a", "b"], ["a", "b", "A"], ["a", "b", " "]):
+        with pytest.raises(DiffSCMError, match="categories must be 3 distinct names"):
+            graph({**pet, "categories": bad})
+    with pytest.raises(DiffSCMError, match="categories must be"):
+        graph({"name": "t", "kind": "continuous", "low": 0, "high": 1, "categories": ["a", "b"]})
+
+
 def test_topological_order_and_descendants():
     g = graph({"name": "image", "kind": "image", "parents": ["thickness", "intensity", "digit"]},
               {"name": "intensity", "kind": "continuous", "parents": ["thickness"], "low": 0, "high": 255},

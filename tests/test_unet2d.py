@@ -19,6 +19,12 @@ CONFIGS = {
     "64 px, 4 levels": unet_config(64, 1),
     "attention everywhere": {**DEFAULT_UNET, "down_block_types": ["AttnDownBlock2D"] * 3,
                              "up_block_types": ["AttnUpBlock2D"] * 3, "attention_head_dim": 16},
+    # the guided-diffusion (ADM) options: scale-shift norm, ResNet up/down-sampling, a normed mid attention
+    "adm options": {**DEFAULT_UNET, "down_block_types": ["ResnetDownsampleBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
+                    "up_block_types": ["AttnUpBlock2D", "AttnUpBlock2D", "ResnetUpsampleBlock2D"],
+                    "resnet_time_scale_shift": "scale_shift", "downsample_type": "resnet", "upsample_type": "resnet",
+                    "attn_norm_num_groups": 8, "attention_head_dim": 16, "num_class_embeds": 11, "out_channels": 2},
+    "scale-shift, mid attention without a norm": {**DEFAULT_UNET, "resnet_time_scale_shift": "scale_shift"},
 }
 
 
@@ -54,6 +60,6 @@ def test_matches_diffusers_on_random_weights(name):
 
 def test_unsupported_options_are_refused():
     with pytest.raises(ValueError, match="not supported"):
-        UNet2D(**{**DEFAULT_UNET, "resnet_time_scale_shift": "scale_shift"})
+        UNet2D(**{**DEFAULT_UNET, "resnet_time_scale_shift": "ada_group"})
     with pytest.raises(ValueError, match="not supported"):
         UNet2D(**{**DEFAULT_UNET, "down_block_types": ["CrossAttnDownBlock2D"] * 3})

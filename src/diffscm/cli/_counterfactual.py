@@ -103,10 +103,14 @@ def _do_value(var, value: str, where: str) -> float:
         if var.kind != "categorical":
             raise DiffSCMError(f"{where}: random needs a categorical variable")
         return float("nan")
+    named = var.class_index(value)
+    if named is not None:
+        return float(named)
     try:
         v = float(value)
     except ValueError:
-        raise DiffSCMError(f"{where}: {value!r} is not a number (or 'random')") from None
+        also = " or a class name" if var.categories else ""
+        raise DiffSCMError(f"{where}: {value!r} is not a number{also} (or 'random')") from None
     try:
         var.check_value(v)
     except DiffSCMError as exc:
@@ -186,11 +190,14 @@ def resolve_do(scm: SCM, spec: dict[str, str], observed: dict[str, torch.Tensor]
     return out
 
 
-def infer_digit(scm: SCM, x: torch.Tensor) -> torch.Tensor:
-    """Factual digit of unlabeled images: argmax of the anti-causal predictor at t = 0."""
-    pred = scm.image_mechanism.predictors["digit"]
+def infer_class(scm: SCM, name: str, x: torch.Tensor) -> torch.Tensor:
+    """Factual class of unlabeled images: argmax of the parent's anti-causal predictor at t = 0."""
+    pred = scm.image_mechanism.predictors[name]
+    outs = []
     with torch.inference_mode():
-        return pred(x.to(scm.device), torch.zeros((), dtype=torch.long, device=scm.device)).argmax(1).cpu()
+        for chunk in x.split(max(1, scm.defaults.batch_size)):
+            outs.append(pred(chunk.to(scm.device), torch.zeros((), dtype=torch.long, device=scm.device)).argmax(1).cpu())
+    return torch.cat(outs)
 
 
 def _parse_observed(scm: SCM, observed: dict[str, str], n: int) -> dict[str, torch.Tensor]:
@@ -200,10 +207,12 @@ def _parse_observed(scm: SCM, observed: dict[str, str], n: int) -> dict[str, tor
         if var is None or var.kind == "image":
             known = ", ".join(v for v in scm.graph.variables if v != scm.image_name)
             raise DiffSCMError(f"unknown variable {name!r} in --observed (this model has: {known})")
+        named = var.class_index(value)
         try:
-            v = float(value)
+            v = float(value) if named is None else float(named)
         except ValueError:
-            raise DiffSCMError(f"--observed {name}={value!r} is not a number") from None
+            raise DiffSCMError(f"--observed {name}={value!r} is not a number"
+                               + (" or a class name" if var.categories else "")) from None
         var.check_value(v)
         out[name] = torch.full((n,), int(v) if var.kind == "categorical" else v,
                                dtype=torch.long if var.kind == "categorical" else torch.float32)
@@ -262,14 +271,17 @@ def load_factuals(scm: SCM, split: str | None, index: str | None, images: list[P
     """
     attr_names = [v for v in scm.graph.variables if v != scm.image_name]
     if images:
-        shape = scm.image_mechanism.diffusion.image_shape
-        if shape[0] != 1:
-            raise DiffSCMError("--image supports one-channel models only")
-        x_u8 = np.stack([load_user_image(p, shape[1:], notes) for p in images])
+        diffusion = scm.image_mechanism.diffusion
+        shape = diffusion.image_shape
+        crop = diffusion.config.get("source") == "guided-diffusion"     # ImageNet photographs of any aspect
+        x_u8 = np.stack([load_user_image(p, shape[1:], notes, shape[0], crop) for p in images])
         obs = _parse_observed(scm, observed, len(images))
-        if "digit" in attr_names and "digit" not in obs:
-            obs["digit"] = infer_digit(scm, to_model_range(x_u8))
-            notes.append("factual digit inferred by the anti-causal predictor at t=0: " + ",".join(map(str, obs["digit"].tolist())))
+        for name in scm.graph.image.parents:
+            var = scm.graph.variables[name]
+            if name not in obs and var.kind == "categorical" and name in scm.image_mechanism.predictors:
+                obs[name] = infer_class(scm, name, to_model_range(x_u8))
+                shown = [var.categories[i] if var.categories else str(i) for i in obs[name].tolist()]
+                notes.append(f"factual {name} inferred by the anti-causal predictor at t=0: " + ",".join(shown))
         measured = [n for n in attr_names if n not in obs and n in ("thickness", "intensity")]
         if measured:
             from ..data import morphomnist as mm

@@ -144,7 +144,7 @@ def data_colour_mnist(
     """Colour-MNIST: real MNIST digits in a foreground colour caused by the digit (digit -> hue -> image)."""
     import numpy as np
 
-    from ..data.colour_mnist import GRAPH, SIGMA, colour_mnist
+    from ..data.colour_mnist import GRAPH, P_UNIFORM, SIGMA, colour_mnist
     from ..data.folder import write_folder
 
     counts = split_counts(out, overwrite, n_train, n_val, n_test)
@@ -153,7 +153,7 @@ def data_colour_mnist(
     table = {"split": np.concatenate([[split] * len(d["images"]) for split, d in splits.items()]),
              **{c: np.concatenate([d[c] for d in splits.values()]) for c in ("digit", "hue", "source_index")}}
     info = {"name": f"colour-mnist-seed{seed}", "label": "digit", "num_classes": 10, "generator": "diffscm.data.colour_mnist",
-            "seed": seed, "sigma": SIGMA, "counts": counts, "graph": GRAPH}
+            "seed": seed, "sigma": SIGMA, "p_uniform": P_UNIFORM, "counts": counts, "graph": GRAPH}
     write_folder(out, np.concatenate([d["images"] for d in splits.values()]), table, info=info, names=names)
     typer.echo(str(out))
 

@@ -1,16 +1,19 @@
 """Colour-MNIST: real MNIST digits drawn in a colour that the digit causes, with noise (digit -> hue -> image).
 
-As in causal-gen's Colour-MNIST, each digit class has its own foreground colour; here the colour is a continuous hue
-so that interventions can move it anywhere between red (hue 0) and magenta (hue 1):
+As in causal-gen's Colour-MNIST, each digit class has its own foreground hue, with the same noise (sigma = 0.05) and
+the same small share of images (p = 0.01) whose hue is uniform instead:
 
-    hue   := (digit + 0.5) / 10 + sigma * u_hue,   u_hue ~ N(0, 1) truncated to |u_hue| <= 2.5  (sigma = 0.02)
+    hue   := u_uniform                               if b = 1,   b ~ Bernoulli(0.01),  u_uniform ~ U(0, 1)
+             (digit + 0.5) / 10 + sigma * u_hue      otherwise,  u_hue ~ N(0, 1) truncated (below)
     image := the MNIST digit (zero-padded to 32x32) times the fully saturated RGB colour of ``hue``, on black
 
-The hue spans 5/6 of the colour wheel (0° to 300°), so that no two hues share a colour: on the full wheel, hue 0
-and hue 1 would both be red, and an oracle could not tell them apart.
+u_hue is truncated to |u_hue| <= 2.5 and to the values that keep the hue inside [0, 1] (by rejection, so no mass
+piles up at the bounds). The noise makes neighbouring digits' hues overlap, and the uniform share puts every digit in
+every colour: without them, do(hue) would ask the image model about digit-colour pairs it has never seen.
 
-Hues stay inside [0, 1]. Because the image mechanism is known, the true counterfactual of any do(hue) is the same
-MNIST digit rendered in the new hue (:func:`render`).
+The hue spans 5/6 of the colour wheel (0° to 300°), so that no two hues share a colour: on the full wheel, hue 0
+and hue 1 would both be red, and an oracle could not tell them apart. Because the image mechanism is known, the true
+counterfactual of any do(hue) is the same MNIST digit rendered in the new hue (:func:`render`).
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ import numpy as np
 
 from ..errors import DiffSCMError
 
-SIGMA = 0.02
+SIGMA = 0.05       # causal-gen's Colour-MNIST: the hue noise ...
+P_UNIFORM = 0.01   # ... and the share of images whose hue is uniform
 TRUNCATE = 2.5
 SIZE = 32
 SOURCES = {"train": "train", "val": "valid", "test": "test"}   # our split -> the MNIST split its digits come from
@@ -39,19 +43,35 @@ def hue_to_rgb(hue: np.ndarray) -> np.ndarray:
     return 1.0 - np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
 
 
-def hue_mechanism(digit: np.ndarray, u_hue: np.ndarray) -> np.ndarray:
-    """hue := (digit + 0.5) / 10 + SIGMA * u_hue."""
-    return (np.asarray(digit, dtype=np.float64) + 0.5) / 10.0 + SIGMA * np.asarray(u_hue, dtype=np.float64)
+def hue_mechanism(digit: np.ndarray, u_hue: np.ndarray, u_uniform: np.ndarray | None = None,
+                  uniform: np.ndarray | None = None) -> np.ndarray:
+    """hue := u_uniform where ``uniform``, else (digit + 0.5) / 10 + SIGMA * u_hue, clipped to [0, 1] (the clip only
+    acts on counterfactual digits: sampled noise keeps the factual hue inside)."""
+    band = np.clip((np.asarray(digit, dtype=np.float64) + 0.5) / 10.0 + SIGMA * np.asarray(u_hue, dtype=np.float64),
+                   0.0, 1.0)
+    if uniform is None:
+        return band
+    return np.where(np.asarray(uniform, dtype=bool), np.asarray(u_uniform, dtype=np.float64), band)
 
 
-def sample_noise(n: int, rng: np.random.Generator) -> np.ndarray:
-    """u_hue ~ N(0, 1) truncated to [-TRUNCATE, TRUNCATE] (by rejection, so no mass piles up at the bounds)."""
+def sample_noise(digit: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The hue noise of each digit: ``uniform`` ~ Bernoulli(P_UNIFORM), ``u_uniform`` ~ U(0, 1), and ``u_hue`` ~ N(0, 1)
+    truncated to [-TRUNCATE, TRUNCATE] and to the values whose band hue lies in [0, 1] (by rejection)."""
+    digit = np.asarray(digit, dtype=np.float64)
+    n = len(digit)
+    uniform = rng.random(n) < P_UNIFORM
+    u_uniform = rng.random(n)
     u = rng.standard_normal(n)
-    bad = np.abs(u) > TRUNCATE
-    while bad.any():
-        u[bad] = rng.standard_normal(int(bad.sum()))
-        bad = np.abs(u) > TRUNCATE
-    return u
+
+    def bad(k):
+        h = (digit[k] + 0.5) / 10.0 + SIGMA * u[k]
+        return (np.abs(u[k]) > TRUNCATE) | (h < 0.0) | (h > 1.0)
+
+    idx = np.flatnonzero(bad(np.arange(n)))
+    while len(idx):
+        u[idx] = rng.standard_normal(len(idx))
+        idx = idx[bad(idx)]
+    return {"u_hue": u, "u_uniform": u_uniform, "uniform": uniform}
 
 
 def render(digits_u8: np.ndarray, hue: np.ndarray) -> np.ndarray:
@@ -73,7 +93,8 @@ def render(digits_u8: np.ndarray, hue: np.ndarray) -> np.ndarray:
 
 def colour_mnist(seed: int, counts: dict[str, int], data_dir=None) -> dict[str, dict[str, np.ndarray]]:
     """The splits ``train`` / ``val`` / ``test`` (first ``counts[split]`` digits of MNIST train / valid / test), each
-    with images, digit, hue, u_hue and the source MNIST index; seeded, one generator per split."""
+    with images, digit, hue, its noise (u_hue, u_uniform, uniform) and the source MNIST index; seeded, one generator
+    per split."""
     from .mnist import load_mnist
 
     out = {}
@@ -84,10 +105,10 @@ def colour_mnist(seed: int, counts: dict[str, int], data_dir=None) -> dict[str, 
         if n > len(x):
             raise DiffSCMError(f"--{split} {n} exceeds the {len(x)} MNIST {SOURCES[split]} images")
         rng = np.random.default_rng([seed, k])
-        u = sample_noise(n, rng)
-        hue = hue_mechanism(y[:n], u)
+        noise = sample_noise(y[:n], rng)
+        hue = hue_mechanism(y[:n], **noise)
         out[split] = {"images": render(x[:n], hue), "digit": np.asarray(y[:n], dtype=np.int64), "hue": hue,
-                      "u_hue": u, "source_index": np.arange(n)}
+                      **noise, "source_index": np.arange(n)}
     return out
 
 

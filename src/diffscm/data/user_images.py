@@ -9,8 +9,14 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import DiffSCMError
 
 
-def load_user_image(path: str | Path, size: tuple[int, int], notes: list[str] | None = None) -> np.ndarray:
-    """Load one grayscale image as uint8 H×W; converts colour and resizes square images (noted in ``notes``)."""
+def load_user_image(path: str | Path, size: tuple[int, int], notes: list[str] | None = None, channels: int = 1,
+                    crop: bool = False) -> np.ndarray:
+    """Load one image as uint8 H×W (``channels`` 1) or 3×H×W (``channels`` 3); converts the colour mode and resizes
+    square images (noted in ``notes``). ``crop``: any aspect ratio, resized and centre-cropped as guided-diffusion
+    prepares ImageNet (:func:`center_crop`)."""
+    if channels not in (1, 3):
+        raise DiffSCMError(f"--image supports one- and three-channel models, not {channels} channels")
+    mode = "L" if channels == 1 else "RGB"
     path = Path(path)
     notes = notes if notes is not None else []
     if not path.exists():
@@ -23,8 +29,13 @@ def load_user_image(path: str | Path, size: tuple[int, int], notes: list[str] | 
         except ValueError as exc:
             raise DiffSCMError(f"image {path} is not a plain .npy array ({exc})") from None
         arr = np.squeeze(arr)
-        if arr.ndim != 2:
+        if channels == 1 and arr.ndim != 2:
             raise DiffSCMError(f"image {path} must be a 2-D array, got shape {arr.shape}")
+        if channels == 3:
+            if arr.ndim == 3 and arr.shape[0] == 3 and arr.shape[-1] != 3:
+                arr = np.moveaxis(arr, 0, -1)                   # C×H×W -> H×W×C
+            if arr.ndim != 3 or arr.shape[-1] != 3:
+                raise DiffSCMError(f"image {path} must be an H×W×3 or 3×H×W array, got shape {arr.shape}")
         if arr.dtype == np.uint8:
             pass
         elif np.issubdtype(arr.dtype, np.floating):
@@ -42,12 +53,27 @@ def load_user_image(path: str | Path, size: tuple[int, int], notes: list[str] | 
             img.load()
         except (UnidentifiedImageError, OSError) as exc:
             raise DiffSCMError(f"image {path} cannot be read: {exc}") from None
-        if img.mode != "L":
-            notes.append(f"{path.name}: converted {img.mode} to grayscale")
-            img = img.convert("L")
+    if img.mode != mode:
+        notes.append(f"{path.name}: converted {img.mode} to {'grayscale' if mode == 'L' else 'RGB'}")
+        img = img.convert(mode)
+    if crop and img.size != (size[1], size[0]):
+        notes.append(f"{path.name}: resized and centre-cropped {img.size[0]}×{img.size[1]} to {size[1]}×{size[0]}")
+        img = center_crop(img, size[0])
     if img.size != (size[1], size[0]):
         if img.size[0] != img.size[1]:
             raise DiffSCMError(f"image {path} is {img.size[0]}×{img.size[1]}; need a square image ({size[1]}×{size[0]})")
         notes.append(f"{path.name}: resized {img.size[0]}×{img.size[1]} to {size[1]}×{size[0]}")
         img = img.resize((size[1], size[0]), Image.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr if arr.ndim == 2 else np.ascontiguousarray(np.moveaxis(arr, -1, 0))
+
+
+def center_crop(img, size: int):
+    """guided-diffusion's ImageNet preprocessing (``center_crop_arr``): halve by box filtering while the short side is
+    at least twice ``size``, resize the short side to ``size`` (bicubic), crop the centre. A PIL image in, one out."""
+    while min(*img.size) >= 2 * size:
+        img = img.resize(tuple(x // 2 for x in img.size), resample=Image.BOX)
+    scale = size / min(*img.size)
+    img = img.resize(tuple(round(x * scale) for x in img.size), resample=Image.BICUBIC)
+    left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
+    return img.crop((left, top, left + size, top + size))

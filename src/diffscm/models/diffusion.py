@@ -3,14 +3,19 @@ parameter names, :mod:`diffscm.models.unet2d`), optionally conditioned on a
 class label or on every parent of the image (:class:`ParentEmbedding`)."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..errors import DiffSCMError
 from ..schedule import make_alphas_cumprod
 from .base import Pretrained
 from .unet2d import UNet2D
+
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 DEFAULT_UNET = {
     "sample_size": 28,
@@ -75,16 +80,21 @@ class DiffusionModel(Pretrained):
 
     Config keys: ``unet`` (``UNet2DModel`` kwargs, see :mod:`diffscm.models.unet2d`), ``schedule`` (linear|cosine), ``num_train_timesteps``, and one of
     ``num_classes`` (a label embedding of ``num_classes + 1`` rows, the last being ∅) or ``parents`` (a
-    :class:`ParentEmbedding` of every image parent, ∅ per parent); neither = unconditional.
+    :class:`ParentEmbedding` of every image parent, ∅ per parent); neither = unconditional. ``learn_sigma``: the UNet
+    also outputs a variance (twice the image channels, as guided-diffusion's models); ε is the first half.
+    ``label_parent`` (with ``num_classes``): the label is that categorical parent, so the model is parent-conditioned
+    on it (``y`` an (N, 1) float column, NaN = ∅), as a converted class-conditional ADM model is.
     """
 
     kind = "diffusion"
 
     def __init__(self, config: dict):
         config = {"unet": dict(DEFAULT_UNET), "schedule": "linear", "num_train_timesteps": 1000, "num_classes": 0,
-                  "parents": [], **config}
+                  "parents": [], "learn_sigma": False, **config}
         if config["num_classes"] and config["parents"]:
             raise ValueError("a diffusion model is conditioned on num_classes or on parents, not both")
+        if config.get("label_parent") and not config["num_classes"]:
+            raise ValueError("label_parent needs num_classes")
         super().__init__(config)
         unet_kwargs = dict(config["unet"])
         if config["num_classes"]:
@@ -102,6 +112,54 @@ class DiffusionModel(Pretrained):
                              make_alphas_cumprod(config["schedule"], config["num_train_timesteps"]).float(),
                              persistent=False)
 
+    def save_diffusers(self, path: str | Path) -> None:
+        """Write a folder that ``diffusers.UNet2DModel.from_pretrained`` loads as it is (config.json with the UNet's
+        options, diffusion_pytorch_model.safetensors); the rest of this model's config rides along under ``diffscm``
+        (diffusers ignores it), so :meth:`from_pretrained` reads the folder back whole."""
+        from ..files import atomic_write_dir
+        from safetensors.torch import save_file
+
+        rest = {k: v for k, v in self.config.items() if k != "unet"}
+        config = {"_class_name": "UNet2DModel", **self.config["unet"], "diffscm": {"kind": self.kind, **rest}}
+        if self.num_classes:
+            config["num_class_embeds"] = self.num_classes + 1
+
+        def write(tmp: Path) -> None:
+            (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+            save_file({k[len("unet."):]: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
+                       if k.startswith("unet.")}, str(tmp / DIFFUSERS_WEIGHTS))
+
+        if any(not k.startswith("unet.") for k in self.state_dict()):
+            raise DiffSCMError("a parent-embedding model has weights outside the UNet: save it with save_pretrained")
+        atomic_write_dir(path, write)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: torch.device | str = "cpu"):
+        """Our checkpoint folder, or a diffusers ``UNet2DModel`` folder written by :meth:`save_diffusers`."""
+        cfg_file = Path(path) / "config.json"
+        try:
+            raw = json.loads(cfg_file.read_bytes()) if cfg_file.is_file() else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raw = None               # the generic loader names the problem
+        if not (isinstance(raw, dict) and raw.get("_class_name") == "UNet2DModel"):
+            return super().from_pretrained(path, device)
+        from ..models.io import load_state_into
+        from safetensors.torch import load_file
+
+        rest = dict(raw.get("diffscm") or {"kind": cls.kind})
+        rest.pop("kind", None)
+        unet = {k: v for k, v in raw.items() if not k.startswith("_") and k not in ("diffscm", "num_class_embeds")}
+        try:
+            model = cls({**rest, "unet": unet})
+        except (TypeError, ValueError, KeyError) as exc:
+            raise DiffSCMError(f"{path}: config does not describe a diffusion model ({exc})") from None
+        w = Path(path) / DIFFUSERS_WEIGHTS
+        if not w.is_file():
+            raise DiffSCMError(f"{path} has no {DIFFUSERS_WEIGHTS}")
+        load_state_into(model, {f"unet.{k}": v for k, v in load_file(str(w)).items()}, path)
+        model.meta = {}
+        return model.to(device).eval()
+
     @property
     def num_classes(self) -> int:
         return int(self.config["num_classes"])
@@ -113,6 +171,8 @@ class DiffusionModel(Pretrained):
     @property
     def parent_names(self) -> list[str]:
         """The parents this model is conditioned on, in the column order of its ``y`` (empty if it is not)."""
+        if self.config.get("label_parent"):
+            return [self.config["label_parent"]]
         return [p["name"] for p in self.config["parents"]]
 
     @property
@@ -127,6 +187,14 @@ class DiffusionModel(Pretrained):
         or for a parent-conditioned model an (N, P) float tensor of parent values (NaN = ∅; ``None`` = all ∅)."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
+        out = self._unet(x, t, y)
+        return out[:, :x.shape[1]] if self.config["learn_sigma"] else out
+
+    def _unet(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        if self.config.get("label_parent"):
+            v = y[:, 0] if y is not None else torch.full((x.shape[0],), float("nan"), device=x.device)
+            label = torch.where(torch.isnan(v), self.null_label, v.nan_to_num(0).long().clamp(0, self.num_classes - 1))
+            return self.unet(x, t, class_labels=label).sample
         if self.parent_names:
             if y is None:
                 y = torch.full((x.shape[0], len(self.parent_names)), float("nan"), device=x.device)

@@ -4,9 +4,15 @@
 Why not import diffusers here: importing it pulls in ``torch._dynamo`` and ``scipy.stats`` (about 2 s of every
 command's start). Supported options: ``sample_size``, ``in_channels``, ``out_channels``, ``block_out_channels``,
 ``down_block_types`` (``DownBlock2D``/``AttnDownBlock2D``), ``up_block_types`` (``UpBlock2D``/``AttnUpBlock2D``),
-``layers_per_block``, ``norm_num_groups``, ``attention_head_dim``, ``dropout``, ``num_class_embeds`` and
-``class_embed_type`` (``None`` or ``identity``); every other diffusers option at its default (positional time
-embedding with cos-first, mid block with attention, conv up/down-sampling, ε = 1e-5).
+``layers_per_block``, ``norm_num_groups``, ``attention_head_dim``, ``dropout``, ``num_class_embeds``,
+``class_embed_type`` (``None`` or ``identity``), ``resnet_time_scale_shift`` (``default`` or ``scale_shift``),
+``downsample_type`` / ``upsample_type`` (``conv`` or ``resnet``: a ResNet block that resamples, as in ADM's
+``resblock_updown``) and ``attn_norm_num_groups``; every other diffusers option at its default (positional time
+embedding with cos-first, mid block with attention, ε = 1e-5). These cover the guided-diffusion (ADM) UNets.
+
+One option is ours, not diffusers': ``attention_heads``, the number of heads of each level (down block i, up block
+L−1−i; the mid block takes the last), for models whose head count, not head width, is fixed (ADM's ``num_heads``).
+diffusers ignores it, so a folder that needs it does not compute the same ε under diffusers.
 """
 from __future__ import annotations
 
@@ -19,7 +25,10 @@ from torch import nn
 
 SUPPORTED = {"sample_size", "in_channels", "out_channels", "block_out_channels", "down_block_types", "up_block_types",
              "layers_per_block", "norm_num_groups", "attention_head_dim", "dropout", "num_class_embeds",
-             "class_embed_type"}
+             "class_embed_type", "resnet_time_scale_shift", "downsample_type", "upsample_type",
+             "attn_norm_num_groups", "attention_heads"}
+CHOICES = {"resnet_time_scale_shift": ("default", "scale_shift"), "downsample_type": ("conv", "resnet"),
+           "upsample_type": ("conv", "resnet")}
 EPS = 1e-5
 
 
@@ -42,33 +51,55 @@ class TimestepEmbedding(nn.Module):
 
 
 class ResnetBlock2D(nn.Module):
-    def __init__(self, cin: int, cout: int, temb: int, groups: int, dropout: float):
+    """diffusers' ``ResnetBlock2D``: ``scale_shift`` applies the time embedding as norm2(h)·(1 + scale) + shift;
+    ``resample`` ``up`` / ``down`` resizes both paths after the first norm (nearest ×2 / 2×2 average)."""
+
+    def __init__(self, cin: int, cout: int, temb: int, groups: int, dropout: float, scale_shift: bool = False,
+                 resample: str | None = None):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, cin, eps=EPS)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.time_emb_proj = nn.Linear(temb, cout)
+        self.time_emb_proj = nn.Linear(temb, 2 * cout if scale_shift else cout)
         self.norm2 = nn.GroupNorm(groups, cout, eps=EPS)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.conv_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
+        self.scale_shift, self.resample = scale_shift, resample
+
+    def _resample(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resample == "down":
+            return F.avg_pool2d(x, 2)
+        if self.resample == "up":
+            return nearest2x(x)
+        return x
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        h = F.silu(self.norm1(x))
+        h, x = self.conv1(self._resample(h)), self._resample(x)
+        e = self.time_emb_proj(F.silu(temb))[:, :, None, None]
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + e)
+        h = self.conv2(self.dropout(F.silu(h)))
         return (x if self.conv_shortcut is None else self.conv_shortcut(x)) + h
+
+
+def nearest2x(x: torch.Tensor) -> torch.Tensor:
+    if x.dtype == torch.bfloat16:   # nearest upsampling has no bfloat16 kernel everywhere
+        return F.interpolate(x.float(), scale_factor=2.0, mode="nearest").to(x.dtype)
+    return F.interpolate(x, scale_factor=2.0, mode="nearest")
 
 
 class Attention(nn.Module):
     """Self-attention over the pixels with a group norm and a residual connection (diffusers' ``Attention`` as the
     UNet's blocks configure it)."""
 
-    def __init__(self, channels: int, head_dim: int, groups: int):
+    def __init__(self, channels: int, heads: int, groups: int | None):
         super().__init__()
-        if channels % head_dim:
-            raise ValueError(f"attention_head_dim {head_dim} must divide the block width {channels}")
-        self.heads = channels // head_dim
-        self.group_norm = nn.GroupNorm(groups, channels, eps=EPS)
+        self.heads = heads
+        self.group_norm = nn.GroupNorm(groups, channels, eps=EPS) if groups else nn.Identity()
         self.to_q, self.to_k, self.to_v = (nn.Linear(channels, channels) for _ in range(3))
         self.to_out = nn.ModuleList([nn.Linear(channels, channels), nn.Dropout(0.0)])
 
@@ -96,20 +127,32 @@ class Upsample2D(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.bfloat16:   # nearest upsampling has no bfloat16 kernel everywhere
-            return self.conv(F.interpolate(x.float(), scale_factor=2.0, mode="nearest").to(x.dtype))
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return self.conv(nearest2x(x))
+
+
+def _heads(channels: int, head_dim: int | None, heads: int | None) -> int:
+    if heads is not None:
+        if channels % heads:
+            raise ValueError(f"{heads} attention heads do not divide the block width {channels}")
+        return heads
+    head_dim = head_dim or channels
+    if channels % head_dim:
+        raise ValueError(f"attention_head_dim {head_dim} must divide the block width {channels}")
+    return channels // head_dim
 
 
 class DownBlock(nn.Module):
     def __init__(self, cin: int, cout: int, temb: int, layers: int, groups: int, dropout: float, attn: bool,
-                 head_dim: int, down: bool):
+                 heads: int, down: str | None, scale_shift: bool = False):
         super().__init__()
-        self.resnets = nn.ModuleList([ResnetBlock2D(cin if i == 0 else cout, cout, temb, groups, dropout)
+        self.resnets = nn.ModuleList([ResnetBlock2D(cin if i == 0 else cout, cout, temb, groups, dropout, scale_shift)
                                       for i in range(layers)])
         if attn:
-            self.attentions = nn.ModuleList([Attention(cout, head_dim, groups) for _ in range(layers)])
-        self.downsamplers = nn.ModuleList([Downsample2D(cout)]) if down else None
+            self.attentions = nn.ModuleList([Attention(cout, heads, groups) for _ in range(layers)])
+        if down == "resnet":
+            self.downsamplers = nn.ModuleList([ResnetBlock2D(cout, cout, temb, groups, dropout, scale_shift, "down")])
+        else:
+            self.downsamplers = nn.ModuleList([Downsample2D(cout)]) if down else None
 
     def forward(self, h: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, tuple]:
         states = ()
@@ -119,21 +162,26 @@ class DownBlock(nn.Module):
                 h = self.attentions[i](h)
             states += (h,)
         if self.downsamplers is not None:
-            h = self.downsamplers[0](h)
+            d = self.downsamplers[0]
+            h = d(h, temb) if isinstance(d, ResnetBlock2D) else d(h)
             states += (h,)
         return h, states
 
 
 class UpBlock(nn.Module):
     def __init__(self, cin: int, prev: int, cout: int, temb: int, layers: int, groups: int, dropout: float, attn: bool,
-                 head_dim: int, up: bool):
+                 heads: int, up: str | None, scale_shift: bool = False):
         super().__init__()
         self.resnets = nn.ModuleList([
-            ResnetBlock2D((prev if i == 0 else cout) + (cin if i == layers - 1 else cout), cout, temb, groups, dropout)
+            ResnetBlock2D((prev if i == 0 else cout) + (cin if i == layers - 1 else cout), cout, temb, groups, dropout,
+                          scale_shift)
             for i in range(layers)])
         if attn:
-            self.attentions = nn.ModuleList([Attention(cout, head_dim, groups) for _ in range(layers)])
-        self.upsamplers = nn.ModuleList([Upsample2D(cout)]) if up else None
+            self.attentions = nn.ModuleList([Attention(cout, heads, groups) for _ in range(layers)])
+        if up == "resnet":
+            self.upsamplers = nn.ModuleList([ResnetBlock2D(cout, cout, temb, groups, dropout, scale_shift, "up")])
+        else:
+            self.upsamplers = nn.ModuleList([Upsample2D(cout)]) if up else None
 
     def forward(self, h: torch.Tensor, skips: tuple, temb: torch.Tensor) -> torch.Tensor:
         for i, resnet in enumerate(self.resnets):
@@ -141,15 +189,18 @@ class UpBlock(nn.Module):
             if hasattr(self, "attentions"):
                 h = self.attentions[i](h)
         if self.upsamplers is not None:
-            h = self.upsamplers[0](h)
+            u = self.upsamplers[0]
+            h = u(h, temb) if isinstance(u, ResnetBlock2D) else u(h)
         return h
 
 
 class MidBlock(nn.Module):
-    def __init__(self, channels: int, temb: int, groups: int, dropout: float, head_dim: int):
+    def __init__(self, channels: int, temb: int, groups: int, dropout: float, heads: int,
+                 attn_groups: int | None = None, scale_shift: bool = False):
         super().__init__()
-        self.resnets = nn.ModuleList([ResnetBlock2D(channels, channels, temb, groups, dropout) for _ in range(2)])
-        self.attentions = nn.ModuleList([Attention(channels, head_dim, groups)])
+        self.resnets = nn.ModuleList([ResnetBlock2D(channels, channels, temb, groups, dropout, scale_shift)
+                                      for _ in range(2)])
+        self.attentions = nn.ModuleList([Attention(channels, heads, attn_groups)])
 
     def forward(self, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         return self.resnets[1](self.attentions[0](self.resnets[0](h, temb)), temb)
@@ -168,15 +219,27 @@ class UNet2D(nn.Module):
         downs, ups = list(config["down_block_types"]), list(config["up_block_types"])
         if not len(ch) == len(downs) == len(ups):
             raise ValueError("block_out_channels, down_block_types and up_block_types must have the same length")
-        bad = [t for t in downs if t not in ("DownBlock2D", "AttnDownBlock2D")] + \
-              [t for t in ups if t not in ("UpBlock2D", "AttnUpBlock2D")]
+        bad = [t for t in downs if t not in ("DownBlock2D", "AttnDownBlock2D", "ResnetDownsampleBlock2D")] + \
+              [t for t in ups if t not in ("UpBlock2D", "AttnUpBlock2D", "ResnetUpsampleBlock2D")]
         if bad:
             raise ValueError(f"UNet block type {bad[0]!r} not supported")
+        for key, allowed in CHOICES.items():
+            if config.get(key, allowed[0]) not in allowed:
+                raise ValueError(f"UNet option {key}={config[key]!r} not supported (use {' or '.join(allowed)})")
+        heads = config.get("attention_heads")
+        if heads is not None and len(heads) != len(ch):
+            raise ValueError("attention_heads needs one head count per level")
+        heads = list(heads) if heads is not None else [None] * len(ch)
         self.config = SimpleNamespace(**config)
         layers = int(config.get("layers_per_block", 2))
         groups = int(config.get("norm_num_groups", 32))
         head = config.get("attention_head_dim", 8)
         dropout = float(config.get("dropout", 0.0))
+        ss = config.get("resnet_time_scale_shift", "default") == "scale_shift"
+        down_type, up_type = config.get("downsample_type", "conv"), config.get("upsample_type", "conv")
+        attn_groups = config.get("attn_norm_num_groups")
+        if attn_groups is None:        # diffusers: the mid block's attention is normed only with the default shift
+            attn_groups = None if ss else groups
         temb = 4 * ch[0]
         self.conv_in = nn.Conv2d(config["in_channels"], ch[0], 3, padding=1)
         self.time_embedding = TimestepEmbedding(ch[0], temb)
@@ -191,15 +254,22 @@ class UNet2D(nn.Module):
         self.down_blocks = nn.ModuleList()
         prev = ch[0]
         for i, t in enumerate(downs):
-            self.down_blocks.append(DownBlock(prev, ch[i], temb, layers, groups, dropout, t.startswith("Attn"),
-                                              head or ch[i], i < len(ch) - 1))
+            attn = t.startswith("Attn")
+            # as diffusers: a ResNet block resamples in Resnet*Block2D, and in Attn*Block2D with type "resnet"
+            kind = "resnet" if t.startswith("Resnet") or (attn and down_type == "resnet") else "conv"
+            self.down_blocks.append(DownBlock(prev, ch[i], temb, layers, groups, dropout, attn,
+                                              _heads(ch[i], head, heads[i]) if attn else 1,
+                                              kind if i < len(ch) - 1 else None, ss))
             prev = ch[i]
-        self.mid_block = MidBlock(ch[-1], temb, groups, dropout, head or ch[-1])
+        self.mid_block = MidBlock(ch[-1], temb, groups, dropout, _heads(ch[-1], head, heads[-1]), attn_groups, ss)
         rev = ch[::-1]
         self.up_blocks = nn.ModuleList()
         for i, t in enumerate(ups):
+            attn = t.startswith("Attn")
+            kind = "resnet" if t.startswith("Resnet") or (attn and up_type == "resnet") else "conv"
             self.up_blocks.append(UpBlock(rev[min(i + 1, len(ch) - 1)], rev[max(i - 1, 0)], rev[i], temb, layers + 1,
-                                          groups, dropout, t.startswith("Attn"), head or rev[i], i < len(ch) - 1))
+                                          groups, dropout, attn, _heads(rev[i], head, heads[-1 - i]) if attn else 1,
+                                          kind if i < len(ch) - 1 else None, ss))
         self.conv_norm_out = nn.GroupNorm(groups, ch[0], eps=EPS)
         self.conv_out = nn.Conv2d(ch[0], config["out_channels"], 3, padding=1)
 

@@ -21,6 +21,8 @@ from ..progress import make_progress
 from .graph import CausalGraph
 from .mechanisms import DiffusionImageMechanism, InferenceOptions, Root
 from ..models import AttributeFlow, DiffusionModel, NoiseAwarePredictor, Oracle, load_model
+from ..models.adm import ADMClassifier
+from ..models.io import load_config
 
 SCM_CONFIG = "scm.json"
 PRETRAINED = ("mnist", "morphomnist", "lesion-mnist")
@@ -77,7 +79,7 @@ class SCM:
             graph = CausalGraph.from_dict(cfg["graph"])
             img = cfg["image"]
             diffusion = DiffusionModel.from_pretrained(path / img["diffusion"], device)
-            predictors = {k: NoiseAwarePredictor.from_pretrained(path / v, device) for k, v in img["predictors"].items()}
+            predictors = {k: load_predictor(path / v, device) for k, v in img["predictors"].items()}
             defaults = InferenceOptions(**cfg.get("defaults", {}))
             mech_defaults = {k: dict(v) for k, v in (cfg.get("mechanism_defaults") or {}).items()}
             for m, d in mech_defaults.items():
@@ -291,6 +293,14 @@ def predict(scm: SCM, noise: Exogenous, values: dict[str, torch.Tensor], opts: I
     """Prediction: decode the image latent under the counterfactual values of all the image's parents."""
     parents = {p: values[p] for p in scm.graph.image.parents}
     return scm.image_mechanism.predict(noise.image, parents, opts, generator, callback, factual=noise.parents)
+
+
+def load_predictor(path: Path, device: torch.device | str):
+    """An anti-causal predictor: ours, or a converted guided-diffusion classifier (both have ``log_prob``)."""
+    kind = load_config(path).get("kind")
+    if kind == ADMClassifier.kind:
+        return ADMClassifier.from_pretrained(path, device)
+    return NoiseAwarePredictor.from_pretrained(path, device)
 
 
 def resolve_model(name_or_path: str | Path) -> Path:

@@ -41,6 +41,17 @@ class Variable:
     low: float | None = None
     high: float | None = None
     oracle_view: str | None = None
+    categories: tuple[str, ...] | None = None    # names of a categorical variable's classes, in class order
+
+    def class_index(self, value: str) -> int | None:
+        """The class a name denotes (case and ``_``/space insensitive), or None when ``value`` names no class."""
+        if not self.categories:
+            return None
+        key = value.strip().lower().replace("_", " ")
+        for i, name in enumerate(self.categories):
+            if name.lower().replace("_", " ") == key:
+                return i
+        return None
 
     def check_value(self, value: float) -> None:
         """Raise a one-line error when ``value`` lies outside this variable's support."""
@@ -75,12 +86,13 @@ class CausalGraph:
                 raise TypeError("'variables' must be a list")
             variables = {}
             for v in items:
-                unknown = set(v) - {"name", "kind", "parents", "num_classes", "low", "high", "oracle_view"}
+                unknown = set(v) - {"name", "kind", "parents", "num_classes", "low", "high", "oracle_view", "categories"}
                 if unknown:
                     raise DiffSCMError(f"variable {v.get('name', '?')!r} has unknown field(s): {', '.join(sorted(unknown))}")
                 var = Variable(name=v["name"], kind=v["kind"], parents=tuple(v.get("parents", ())),
                                num_classes=v.get("num_classes"), low=v.get("low"), high=v.get("high"),
-                               oracle_view=v.get("oracle_view"))
+                               oracle_view=v.get("oracle_view"),
+                               categories=tuple(v["categories"]) if v.get("categories") is not None else None)
                 if var.name in variables:
                     raise DiffSCMError(f"variable {var.name!r} is declared twice")
                 variables[var.name] = var
@@ -124,6 +136,8 @@ class CausalGraph:
             d = {"name": v.name, "kind": v.kind, "parents": list(v.parents)}
             d.update({k: getattr(v, k) for k in ("num_classes", "low", "high", "oracle_view")
                       if getattr(v, k) is not None})
+            if v.categories is not None:
+                d["categories"] = list(v.categories)
             out.append(d)
         return {"variables": out, **({"mechanism": self.mechanism} if self.mechanism else {})}
 
@@ -137,6 +151,12 @@ class CausalGraph:
                 raise DiffSCMError(f"categorical variable {v.name!r} needs num_classes >= 2")
             if v.kind == "continuous" and v.low is not None and v.high is not None and not v.low < v.high:
                 raise DiffSCMError(f"continuous variable {v.name!r} needs low < high, got [{v.low}, {v.high}]")
+            if v.categories is not None:
+                names = [str(c).lower().replace("_", " ") for c in v.categories]
+                if v.kind != "categorical" or len(names) != v.num_classes or len(set(names)) != len(names) or \
+                        not all(isinstance(c, str) and c.strip() for c in v.categories):
+                    raise DiffSCMError(f"variable {v.name!r}: categories must be {v.num_classes} distinct names of a "
+                                       "categorical variable's classes")
             if v.oracle_view is not None and (v.kind == "image" or v.oracle_view not in ORACLE_VIEWS):
                 raise DiffSCMError(f"variable {v.name!r}: oracle_view {v.oracle_view!r} (use "
                                    f"{' or '.join(ORACLE_VIEWS)}, on attributes only)")

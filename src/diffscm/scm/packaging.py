@@ -164,3 +164,68 @@ def card_parts(pack: Path, parts: list[str], prose: dict[str, str]) -> tuple[lis
 
 
 CARD_SUMMARY_HEADER = ["model", "parameters", "file", "steps", "batch", "lr", "wall", "final loss"]
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names in class-index order (shipped with the package)."""
+    from importlib import resources
+
+    return json.loads((resources.files("diffscm") / "data" / "imagenet_classes.json").read_text())["names"]
+
+
+def adm_defaults(flags: dict, guided: bool) -> dict:
+    """Inference defaults of a converted guided-diffusion SCM: Diff-SCM's N = 100 DDIM steps and L = 0.75 (the
+    published code's settings), the classifier scale of the flags, guidance on the intervened samples only,
+    exact inversion (the null intervention returns the image), and a batch that fits in memory at the model size."""
+    size = flags["image_size"]
+    defaults = {"steps": 100, "ratio": 0.75, "inversion": "exact", "inversion_iters": 1, "clip": False,
+                "guidance": "intervened", "batch_size": {64: 16, 128: 4}.get(size, 1)}
+    if guided:
+        defaults["scales"] = {"class": float(flags["classifier_scale"])}
+    respacing = str(flags["timestep_respacing"])
+    if respacing.startswith("ddim") and respacing[4:].isdigit():
+        defaults["steps"] = int(respacing[4:])
+    return defaults
+
+
+def pack_adm(out: Path, diffusion, classifier, flags: dict, command: str, sources: dict[str, str],
+             overwrite: bool = False) -> dict:
+    """An SCM folder (class -> image, with the ImageNet class names) from a converted guided-diffusion model and
+    its optional noisy classifier; ``diffusion/`` is a plain diffusers ``UNet2DModel`` folder. Returns scm.json."""
+    if Path(out).exists() and not overwrite:
+        raise DiffSCMError(f"{out} already exists; pass --overwrite")
+    if classifier is None and not diffusion.num_classes:
+        raise DiffSCMError("an unconditional diffusion model cannot act on the class without its classifier: "
+                           "pass --classifier")
+    if classifier is not None and classifier.config["image_size"] != flags["image_size"]:
+        raise DiffSCMError(f"the classifier is for {classifier.config['image_size']} px images, the diffusion model "
+                           f"for {flags['image_size']} px")
+    graph = {"variables": [
+        {"name": "class", "kind": "categorical", "num_classes": 1000, "parents": [],
+         "categories": imagenet_class_names()},
+        {"name": "image", "kind": "image", "parents": ["class"]}]}
+    CausalGraph.from_dict(graph)
+    cfg = {"graph": graph, "image": {"diffusion": "diffusion",
+                                     "predictors": {"class": "predictor"} if classifier is not None else {}},
+           "defaults": adm_defaults(flags, classifier is not None)}
+    if diffusion.num_classes:
+        cfg["image"]["condition"] = "class"
+    card = ["# Converted guided-diffusion (ADM) SCM", "",
+            f"Command: `{command}`", "",
+            "| part | source | parameters |", "|---|---|---|",
+            f"| diffusion | {sources.get('diffusion', '')} | {sum(p.numel() for p in diffusion.parameters()) / 1e6:.1f} M |"]
+    if classifier is not None:
+        card.append(f"| predictor (noisy classifier) | {sources.get('classifier', '')} | "
+                    f"{sum(p.numel() for p in classifier.parameters()) / 1e6:.1f} M |")
+    card += ["", "Flags: `" + " ".join(f"--{k} {flags[k]}" for k in sorted(flags) if not k.startswith("_")) + "`", "",
+             "Defaults: `" + json.dumps(cfg["defaults"]) + "`", ""]
+
+    def write(tmp: Path) -> None:
+        diffusion.save_diffusers(tmp / "diffusion")
+        if classifier is not None:
+            classifier.save_pretrained(tmp / "predictor")
+        (tmp / "scm.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        (tmp / "MODEL_CARD.md").write_text("\n".join(card))
+
+    atomic_write_dir(out, write)
+    return cfg
