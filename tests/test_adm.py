@@ -77,16 +77,30 @@ def test_diffusion_model_matches_guided_diffusion(name, tmp_path):
         assert rel_err(out, want) <= 1e-4
 
 
+def test_autocast_eps_is_close():
+    flags = adm.parse_flags(MODELS["256 conditional"].replace("--image_size 256", "--image_size 64"))
+    model = adm.convert_unet(adm_model(flags).state_dict(), flags)
+    x, t, y = torch.randn(2, 3, 64, 64), torch.tensor([10, 700]), torch.tensor([[3.0], [207.0]])
+    with torch.no_grad():
+        want = model(x, t, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = model(x, t, y)
+    assert got.dtype == torch.bfloat16 and rel_err(got.float(), want) < 0.05     # bfloat16 keeps 8 bits
+
+
 def test_num_heads_with_one_head_width_needs_no_extension():
     flags = adm.parse_flags("--image_size 64 --num_channels 32 --attention_resolutions 8 --num_heads 2")
     cfg = adm.unet_config(flags)
     assert cfg["attention_head_dim"] == 64 and "attention_heads" not in cfg   # level 3 (128 ch) and the mid block
 
 
-def test_classifier_matches_guided_diffusion(tmp_path):
-    flags = adm.parse_flags("--image_size 64 --classifier_width 64 --classifier_depth 1 "
+@pytest.mark.parametrize("size, extra", [(64, "--classifier_resblock_updown True"),
+                                         (256, "--classifier_resblock_updown False --classifier_use_scale_shift_norm False")])
+def test_classifier_matches_guided_diffusion(size, extra, tmp_path):
+    # the 64-channel attention heads that guided-diffusion hard-codes need a width that is a multiple of 64
+    flags = adm.parse_flags(f"--image_size {size} --classifier_width 64 --classifier_depth 1 "
                             "--classifier_attention_resolutions 32,16,8 --classifier_use_scale_shift_norm True "
-                            "--classifier_resblock_updown True --classifier_pool attention")
+                            f"--classifier_pool attention {extra}")
     torch.manual_seed(0)
     ref = gd.create_classifier(**{k: flags[k] for k in ["image_size", "classifier_use_fp16", "classifier_width",
                                                          "classifier_depth", "classifier_attention_resolutions",
@@ -97,7 +111,7 @@ def test_classifier_matches_guided_diffusion(tmp_path):
             p.add_(0.05 * torch.randn_like(p))
     torch.save(ref.state_dict(), tmp_path / "classifier.pt")
     ours = adm.convert_classifier(adm.load_state_dict_file(tmp_path / "classifier.pt"), flags)
-    x, t = torch.randn(2, 3, 64, 64), torch.tensor([10, 600])
+    x, t = torch.randn(2, 3, size, size), torch.tensor([10, 600])
     with torch.no_grad():
         want, got = ref(x, t), ours(x, t)
     assert got.shape == (2, 1000) and rel_err(got, want) <= 1e-4
@@ -236,6 +250,10 @@ def test_convert_then_counterfactual_by_class_name(tiny_adm, tmp_path, monkeypat
     a, b = (np.load(runs[v] / "counterfactuals.npz") for v in runs)
     assert a["counterfactual"].shape == (1, 3, 64, 64) and a["class_cf"].tolist() == [207]
     assert np.array_equal(a["counterfactual"], b["counterfactual"])
+    bf = tmp_path / "bf16"          # runs under autocast (its ε: test_autocast_eps_is_close); a random model's
+    assert run_cli(monkeypatch, "counterfactual", "--model", out, "--image", tiny_adm / "cat.jpg", "--do",   # images
+                   "class=207", "--steps", 4, "--mixed-precision", "bf16", "--out", bf, "--quiet") == 0  # drift apart
+    assert np.load(bf / "counterfactuals.npz")["counterfactual"].shape == (1, 3, 64, 64)
     null = tmp_path / "null"
     assert run_cli(monkeypatch, "counterfactual", "--model", out, "--image", tiny_adm / "cat.jpg", "--null",
                    "--observed", "class=tabby", "--steps", 4, "--out", null, "--quiet") == 0
