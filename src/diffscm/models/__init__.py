@@ -1,4 +1,5 @@
-"""Models: the diffusion image mechanism, noise-aware anti-causal predictors, the clean-image oracle, the benchmark's judges, and the VAEs/classifier of evaluation and baselines."""
+"""Models: the diffusion image mechanism, noise-aware anti-causal predictors, the clean-image oracle, the benchmark's judges, the VAEs/classifier of evaluation and baselines, and guided-diffusion's ImageNet models (adm.py)."""
+from .adm import ADMClassifier
 from .diffusion import DiffusionModel
 from .flow import AttributeFlow
 from .judge import Judge
@@ -6,4 +7,4 @@ from .predictor import NoiseAwarePredictor, Oracle, RegressionOracle
 from .registry import load_model
 from .vae import VAE, Classifier
 
-__all__ = ["AttributeFlow", "DiffusionModel", "Judge", "NoiseAwarePredictor", "Oracle", "RegressionOracle", "VAE", "Classifier", "load_model"]
+__all__ = ["ADMClassifier", "AttributeFlow", "DiffusionModel", "Judge", "NoiseAwarePredictor", "Oracle", "RegressionOracle", "VAE", "Classifier", "load_model"]

@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DiffSCMError
+from .adm import ADMClassifier
 from .diffusion import DiffusionModel
 from .flow import AttributeFlow
 from .io import load_config
@@ -14,7 +15,7 @@ from .predictor import NoiseAwarePredictor, Oracle, RegressionOracle
 from .vae import VAE, Classifier
 
 KINDS = {cls.kind: cls for cls in (DiffusionModel, NoiseAwarePredictor, Oracle, RegressionOracle, VAE, Classifier,
-                                   AttributeFlow, Judge)}
+                                   AttributeFlow, Judge, ADMClassifier)}
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu"):

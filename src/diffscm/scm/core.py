@@ -20,8 +20,7 @@ from ..errors import DiffSCMError
 from ..progress import make_progress
 from .graph import CausalGraph
 from .mechanisms import DiffusionImageMechanism, InferenceOptions, Root
-from ..models import AttributeFlow, DiffusionModel, NoiseAwarePredictor, Oracle, load_model
-from ..models.adm import ADMClassifier
+from ..models import ADMClassifier, AttributeFlow, DiffusionModel, NoiseAwarePredictor, Oracle, load_model
 from ..models.io import load_config
 
 SCM_CONFIG = "scm.json"
@@ -297,9 +296,8 @@ def predict(scm: SCM, noise: Exogenous, values: dict[str, torch.Tensor], opts: I
 
 def load_predictor(path: Path, device: torch.device | str):
     """An anti-causal predictor: ours, or a converted guided-diffusion classifier (both have ``log_prob``)."""
-    kind = load_config(path).get("kind")
-    if kind == ADMClassifier.kind:
-        return ADMClassifier.from_pretrained(path, device)
+    if load_config(path).get("kind") == ADMClassifier.kind:
+        return load_model(path, device)
     return NoiseAwarePredictor.from_pretrained(path, device)
 
 
