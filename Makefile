@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install data demo test bench clean
+.PHONY: install data demo test bench clean browser
 
 $(STAMP): pyproject.toml requirements.lock requirements-test.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,16 @@ data: $(STAMP)
 demo: data
 	$(BIN)/diffscm demo --out outputs/demo --overwrite
 
-test: data
+# The explorer's browser test drives Debian's chromium through chromium-driver; install them where missing (as root,
+# or with sudo). Where no package manager can, the test skips and says why.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  command -v apt-get >/dev/null && $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null || \
+	  echo "note: could not install chromium and chromium-driver; the browser test will skip"; }
+
+test: data browser
 	$(BIN)/python -m pytest
 
 bench: data

@@ -1,7 +1,7 @@
 """The package's import graph: no cycles between modules, and each room imports only from the rooms below it.
 
 Rooms, bottom to top: the runtime leaves (errors, device, distributed, schedule, files, progress) · models, data ·
-scm · train, eval · cli. The package's ``__init__`` (the public facade, which imports lazily) is above them all.
+scm · train, eval · service (what the command line and the explorer server share) · cli. The package's ``__init__`` (the public facade, which imports lazily) is above them all.
 Function-local imports count too: they fail the same way at run time.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "diffscm"
 ROOMS = {"errors": 0, "device": 0, "distributed": 0, "schedule": 0, "files": 0, "progress": 0, "markdown": 0,
-         "models": 1, "data": 1, "scm": 2, "train": 3, "eval": 3, "cli": 4}
+         "models": 1, "data": 1, "scm": 2, "train": 3, "eval": 3, "service": 4, "cli": 5}
 
 
 def modules() -> dict[str, Path]:

@@ -44,8 +44,8 @@ def counterfactual(
 ):
     """Counterfactual images: abduct (invert the image), act (do), predict (decode under the new parents). Several
     processes (`torchrun --nproc_per_node K -m diffscm.cli counterfactual …`) share the batches; the output is the same."""
-    from ._counterfactual import load_factuals, parse_assignments, parse_scales, parse_weights, read_do_file, \
-        run_counterfactual
+    from ..service.factuals import load_factuals
+    from ._counterfactual import parse_assignments, parse_scales, parse_weights, read_do_file, run_counterfactual
 
     if sum([bool(do), do_file is not None, null]) != 1:
         raise DiffSCMError("give exactly one of --do, --do-file or --null")

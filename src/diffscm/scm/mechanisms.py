@@ -77,6 +77,23 @@ class InferenceOptions:
                                "no clip, no dynamic normalisation")
 
 
+    def abduction_key(self) -> str:
+        """The options the abducted latent depends on, as a string: two option sets with equal keys abduct an image
+        to the same latent (the prediction-only knobs, and the weights and scales where abduction is unguided, are
+        left out), so a caller may reuse the latent while those change."""
+        import json
+
+        d = dict(self.__dict__)
+        for k in ("eta", "seed", "batch_size"):
+            d.pop(k)
+        if self.abduction == "null":          # the unconditional ε, unguided
+            for k in ("scales", "cfg_weights", "cfg_scale"):
+                d.pop(k)
+        elif self.guidance == "intervened":   # unguided; only whether a label's classifier-free mixing is on counts
+            d.pop("scales"), d.pop("cfg_weights")
+            d["cfg_scale"] = bool(self.cfg_scale)
+        return json.dumps(d, sort_keys=True)
+
 class Root:
     """Mechanism of a root attribute without a learned one (categorical, or continuous with its empirical
     distribution): its exogenous noise is its value, so abduction is exact."""
