@@ -248,5 +248,6 @@ def test_the_command_serves_on_localhost_and_refuses_a_taken_port():
     finally:
         p.terminate()
         p.wait(30)
-    with socket.socket() as s:    # the port is free again once the server stops
+    with socket.socket() as s:    # the port is free again once the server stops (as a server binds it)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))

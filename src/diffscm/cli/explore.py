@@ -33,6 +33,7 @@ def explore(
         typer.echo(f"note: serving on {host}: anyone who can reach this address can use the model", err=True)
     try:   # a taken port is a one-line error before the model loads
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as uvicorn binds: a just-closed port is free
             s.bind((host, port))
             port = s.getsockname()[1]
     except OSError as exc:

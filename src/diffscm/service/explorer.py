@@ -26,7 +26,7 @@ from ..data import from_model_range, to_model_range
 from ..errors import DiffSCMError
 from ..eval.localize import anomaly_map
 from ..scm.core import SCM, abduct, act, batch_generator, predict
-from .factuals import load_factuals, resolve_do
+from .factuals import load_factuals, parse_observed, resolve_do
 
 # Parent names under which a binary image parent is read as a health status (0 = healthy): the page offers the
 # healthy counterfactual with its anomaly overlay, as in "What is Healthy?".
@@ -176,6 +176,7 @@ class Explorer:
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
             raise DiffSCMError(f"image cannot be decoded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         obs = self._observed(observed)
+        parse_observed(self.scm, obs, 1, flag="observed")        # one-line errors in the API's words
         digest = hashlib.sha256(raw + json.dumps(obs, sort_keys=True).encode()).hexdigest()[:24]
         suffix = ".png" if raw.startswith(b"\x89PNG") else ".jpg"
         path = Path(self._tmp.name) / f"upload-{threading.get_ident()}{suffix}"

@@ -69,7 +69,7 @@ def create_app(explorer: Explorer, max_body: int = MAX_BODY) -> FastAPI:
             chunks.append(chunk)
         try:
             body = json.loads(b"".join(chunks) or b"null")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return error(400, "the body is not valid JSON")
         if not isinstance(body, dict):
             return error(400, "the body must be a JSON object")
