@@ -251,3 +251,30 @@ def test_the_command_serves_on_localhost_and_refuses_a_taken_port():
     with socket.socket() as s:    # the port is free again once the server stops (as a server binds it)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
+
+
+def test_a_fitted_scm_on_its_folder(tmp_path):
+    # a continuous parent's slider value reaches the image's parents; an upload without a way to infer a value asks
+    # for it in `observed`; a folder with fewer images than asked for offers them all
+    from diffscm.scm.graph import CausalGraph
+    from diffscm.train import fit as F
+    from test_fit import GRAPH, make_dataset
+
+    data, out = make_dataset(tmp_path / "data", n_test=5), tmp_path / "scm"
+    F.fit_scm(CausalGraph.from_dict(GRAPH), data, out, budget="quick", steps_scale=0.004, batch_size=8,
+              progress=False, log=lambda s: None, device="cpu")
+    ex = Explorer(SCM.from_pretrained(out), data_dir=data, n_images=64)
+    try:
+        assert len(ex.images) == 5
+        info = ex.model_info()
+        (hue,) = [v for v in info["variables"] if v["name"] == "hue"]
+        assert (hue["low"], hue["high"]) == (0.0, 1.0)
+        with running(ex) as base:
+            status, r = call(base + "/api/counterfactual", {"index": 1, "do": {"hue": 0.9}, "options": {"steps": 3}})
+            assert status == 200 and r["values"]["hue"] == pytest.approx(0.9) and r["intervened"] == ["hue"]
+            status, r = call(base + "/api/counterfactual", {"index": 1, "do": {"hue": 1.5}})
+            assert status == 400 and "hue" in r["error"]
+            status, r = call(base + "/api/counterfactual", {"image": png_b64(ex.images[0].image)})
+            assert status == 400 and r["error"].startswith("give the factual value of") and "in observed" in r["error"]
+    finally:
+        ex.close()

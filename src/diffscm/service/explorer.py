@@ -26,7 +26,7 @@ from ..data import from_model_range, to_model_range
 from ..errors import DiffSCMError
 from ..eval.localize import anomaly_map
 from ..scm.core import SCM, abduct, act, batch_generator, predict
-from .factuals import load_factuals, parse_observed, resolve_do
+from .factuals import load_factuals, resolve_do
 
 # Parent names under which a binary image parent is read as a health status (0 = healthy): the page offers the
 # healthy counterfactual with its anomaly overlay, as in "What is Healthy?".
@@ -117,14 +117,17 @@ class Explorer:
             if self.health is not None and data_dir is None:
                 from ..data.lesions import lesion_mnist
 
-                sp = lesion_mnist(0, {"test": n})["test"]
+                sp = lesion_mnist(0, {"test": n}, size=self.scm.image_mechanism.diffusion.image_shape[-1])["test"]
                 x_u8 = sp["images"]
                 obs = {self.health: torch.as_tensor(sp["lesion"])}
                 if "digit" in self.names:
                     obs["digit"] = torch.as_tensor(sp["digit"])
                 idx = np.arange(len(x_u8))
             else:
-                x_u8, obs, idx = load_factuals(self.scm, split, None if n is None else f"0:{n}", [], {}, data_dir, notes)
+                # a folder may hold fewer than n images: take them all, then the first n
+                x_u8, obs, idx = load_factuals(self.scm, split, f"0:{n}" if data_dir is None else "0:", [], {},
+                                               data_dir, notes)
+                x_u8, idx, obs = x_u8[:n], np.asarray(idx)[:n], {k: v[:n] for k, v in obs.items()}
         except DiffSCMError as exc:
             if "no built-in dataset" in str(exc):
                 raise DiffSCMError("this model has no built-in test images: pass --data-dir with a dataset folder "
@@ -176,7 +179,6 @@ class Explorer:
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
             raise DiffSCMError(f"image cannot be decoded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         obs = self._observed(observed)
-        parse_observed(self.scm, obs, 1, flag="observed")        # one-line errors in the API's words
         digest = hashlib.sha256(raw + json.dumps(obs, sort_keys=True).encode()).hexdigest()[:24]
         suffix = ".png" if raw.startswith(b"\x89PNG") else ".jpg"
         path = Path(self._tmp.name) / f"upload-{threading.get_ident()}{suffix}"
@@ -184,7 +186,7 @@ class Explorer:
         notes: list[str] = []
         try:
             with self.lock:
-                x_u8, vals, _ = load_factuals(self.scm, None, None, [path], obs, None, notes)
+                x_u8, vals, _ = load_factuals(self.scm, None, None, [path], obs, None, notes, "observed")
         finally:
             path.unlink(missing_ok=True)
         return Factual(x_u8[0], {k: float(v[0]) for k, v in vals.items()}, f"upload:{digest}",

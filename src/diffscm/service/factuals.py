@@ -164,8 +164,10 @@ def _folder_split(scm: SCM, split: str | None, index: str | None, data_dir: Path
 
 
 def load_factuals(scm: SCM, split: str | None, index: str | None, images: list[Path], observed: dict[str, str],
-                  data_dir: Path | None, notes: list[str]) -> tuple[np.ndarray, dict[str, torch.Tensor], np.ndarray | None]:
+                  data_dir: Path | None, notes: list[str], observed_flag: str = "--observed"
+                  ) -> tuple[np.ndarray, dict[str, torch.Tensor], np.ndarray | None]:
     """Factual images (uint8), every attribute's factual value and the split indices (None for the user's files).
+    ``observed_flag`` names the given values in errors (the CLI's ``--observed``, the API's ``observed``).
 
     For user images, attributes not given with ``--observed`` are inferred: the digit by the anti-causal predictor at
     t = 0, thickness and intensity by the Morpho-MNIST morphometrics.
@@ -176,7 +178,7 @@ def load_factuals(scm: SCM, split: str | None, index: str | None, images: list[P
         shape = diffusion.image_shape
         crop = diffusion.config.get("source") == "guided-diffusion"     # ImageNet photographs of any aspect
         x_u8 = np.stack([load_user_image(p, shape[1:], notes, shape[0], crop) for p in images])
-        obs = parse_observed(scm, observed, len(images))
+        obs = parse_observed(scm, observed, len(images), observed_flag)
         for name in scm.graph.image.parents:
             var = scm.graph.variables[name]
             if name not in obs and var.kind == "categorical" and name in scm.image_mechanism.predictors:
@@ -196,7 +198,9 @@ def load_factuals(scm: SCM, split: str | None, index: str | None, images: list[P
                 ",".join(f"{x:.2f}" for x in obs[n].tolist()) for n in measured))
         missing = [n for n in attr_names if n not in obs]
         if missing:
-            raise DiffSCMError(f"give the factual value of {missing[0]} with --observed {missing[0]}=VALUE")
+            raise DiffSCMError(f"give the factual value of {missing[0]} with {observed_flag} {missing[0]}=VALUE"
+                               if observed_flag.startswith("--") else
+                               f"give the factual value of {missing[0]} in {observed_flag}")
         return x_u8, obs, None
     if observed:
         raise DiffSCMError("--observed goes with --image; split images carry their own labels")
