@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,7 +178,8 @@ class Explorer:
                                        f"{MAX_UPLOAD_SIDE}")
                 img.load()
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-            raise DiffSCMError(f"image cannot be decoded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DiffSCMError(f"image cannot be decoded ({why})") from None
         obs = self._observed(observed)
         digest = hashlib.sha256(raw + json.dumps(obs, sort_keys=True).encode()).hexdigest()[:24]
         suffix = ".png" if raw.startswith(b"\x89PNG") else ".jpg"
@@ -185,7 +187,7 @@ class Explorer:
         path.write_bytes(raw)
         notes: list[str] = []
         try:
-            with self.lock:
+            with self.turn():
                 x_u8, vals, _ = load_factuals(self.scm, None, None, [path], obs, None, notes, "observed")
         finally:
             path.unlink(missing_ok=True)
@@ -201,6 +203,17 @@ class Explorer:
             if isinstance(v, bool) or not isinstance(v, (int, float, str)):
                 raise DiffSCMError(f"observed {k}: {json.dumps(v)} is not a number or a class name")
         return {str(k): str(v) for k, v in observed.items()}
+
+    @contextmanager
+    def turn(self):
+        """The model, to one request at a time; at most ``max_waiting`` requests queue for it, the rest get Busy."""
+        if not self._slots.acquire(blocking=False):
+            raise Busy("the server is busy: too many requests are waiting; retry shortly")
+        try:
+            with self.lock:
+                yield
+        finally:
+            self._slots.release()
 
     # ------------------------------------------------------------------ options and interventions
 
@@ -278,29 +291,24 @@ class Explorer:
         the built-in Morpho-MNIST images, the true counterfactual; factual and counterfactual values; seconds."""
         opts = self.options(options)
         do_t = self._do(do, factual, opts.seed)
-        if not self._slots.acquire(blocking=False):
-            raise Busy("the server is busy: too many requests are waiting; retry shortly")
-        try:
+        with self.turn():
             t0 = time.perf_counter()
-            with self.lock:
-                dev = self.scm.device
-                obs = {self.scm.image_name: to_model_range(factual.image[None]).to(dev),
-                       **{k: self._tensor(k, [v]).to(dev) for k, v in factual.values.items()}}
-                key = (factual.key, opts.abduction_key())
-                noise = self._latents.get(key)
-                cached = noise is not None
-                if cached:
-                    self._latents.move_to_end(key)
-                else:
-                    noise = abduct(self.scm, obs, opts)
-                    self._latents[key] = noise
-                    while len(self._latents) > self._cache_size:
-                        self._latents.popitem(last=False)
-                values = act(self.scm, obs, noise, {k: v.to(dev) for k, v in do_t.items()})
-                img = predict(self.scm, noise, values, opts, generator=batch_generator(dev, opts.seed, 0))
+            dev = self.scm.device
+            obs = {self.scm.image_name: to_model_range(factual.image[None]).to(dev),
+                   **{k: self._tensor(k, [v]).to(dev) for k, v in factual.values.items()}}
+            key = (factual.key, opts.abduction_key())
+            noise = self._latents.get(key)
+            cached = noise is not None
+            if cached:
+                self._latents.move_to_end(key)
+            else:
+                noise = abduct(self.scm, obs, opts)
+                self._latents[key] = noise
+                while len(self._latents) > self._cache_size:
+                    self._latents.popitem(last=False)
+            values = act(self.scm, obs, noise, {k: v.to(dev) for k, v in do_t.items()})
+            img = predict(self.scm, noise, values, opts, generator=batch_generator(dev, opts.seed, 0))
             seconds = time.perf_counter() - t0
-        finally:
-            self._slots.release()
         cf = from_model_range(img.cpu())[0]
         chw = lambda a: (a if a.ndim == 3 else a[None]).astype(np.float32)[None] / 255.0  # noqa: E731
         diff = anomaly_map(chw(factual.image), chw(cf))[0]
