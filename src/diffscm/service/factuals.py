@@ -67,6 +67,15 @@ def do_value(var, value: str, where: str) -> float:
     return v
 
 
+def attribute(scm: SCM, name: str, flag: str):
+    """The graph's attribute ``name``; a one-line error naming ``flag`` when the model has none."""
+    var = scm.graph.variables.get(name)
+    if var is None or var.kind == "image":
+        known = ", ".join(v for v in scm.graph.variables if v != scm.image_name)
+        raise DiffSCMError(f"unknown variable {name!r} in {flag} (this model has: {known})")
+    return var
+
+
 def resolve_do(scm: SCM, spec: dict[str, str], observed: dict[str, torch.Tensor], seed: int,
                per_image: dict[str, list[str]] | None = None, flag: str = "--do") -> dict[str, torch.Tensor]:
     """Turn ``{"digit": "7"|"random"}`` (or per-image cells) into per-sample float tensors, NaN where a sample is not
@@ -75,10 +84,7 @@ def resolve_do(scm: SCM, spec: dict[str, str], observed: dict[str, torch.Tensor]
     cells = per_image if per_image is not None else {k: [v] * n for k, v in spec.items()}
     out = {}
     for name, column in cells.items():
-        var = scm.graph.variables.get(name)
-        if var is None or var.kind == "image":
-            known = ", ".join(v for v in scm.graph.variables if v != scm.image_name)
-            raise DiffSCMError(f"unknown variable {name!r} in {flag} (this model has: {known})")
+        var = attribute(scm, name, flag)
         vals = torch.tensor([do_value(var, c, f"{flag} {name}") if c else float("nan") for c in column],
                             dtype=torch.float64)
         rand = torch.tensor([c == "random" for c in column])
@@ -104,10 +110,7 @@ def parse_observed(scm: SCM, observed: dict[str, str], n: int, flag: str = "--ob
     """``{name: value}`` strings (numbers or class names) -> per-image tensors of the factual values."""
     out = {}
     for name, value in observed.items():
-        var = scm.graph.variables.get(name)
-        if var is None or var.kind == "image":
-            known = ", ".join(v for v in scm.graph.variables if v != scm.image_name)
-            raise DiffSCMError(f"unknown variable {name!r} in {flag} (this model has: {known})")
+        var = attribute(scm, name, flag)
         named = var.class_index(value)
         try:
             v = float(value) if named is None else float(named)
