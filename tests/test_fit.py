@@ -73,6 +73,40 @@ def test_plan_follows_the_graph():
         F.plan_fit(g, 28, 3, "huge")
 
 
+def test_balancing_weights_hand_computed():
+    g = CausalGraph.from_dict({"variables": [
+        {"name": "a", "kind": "categorical", "num_classes": 2},
+        {"name": "b", "kind": "continuous", "low": 0.0, "high": 1.0, "parents": ["a"]},
+        {"name": "image", "kind": "image", "parents": ["a", "b"]}]})
+    # cells (a, bin of b): (0, 0), (0, 0), (0, 8), (1, 8); marginals a: 3/4, 1/4; b: 1/2, 1/2
+    table = {"a": np.array([0, 0, 0, 1]), "b": np.array([0.0, 0.1, 0.95, 1.0])}
+    # (Π marginals / joint): (0, 0): (3/8) / (1/2) = 3/4; (0, 8): (3/8) / (1/4) = 3/2; (1, 8): (1/8) / (1/4) = 1/2
+    w = F.balancing_weights(g, table, ["a", "b"], power=1.0)
+    np.testing.assert_allclose(w, np.array([0.75, 0.75, 1.5, 0.5]) / 0.875, rtol=1e-12)
+    np.testing.assert_allclose(F.balancing_weights(g, table, ["a", "b"], power=0.5),
+                               np.sqrt([0.75, 0.75, 1.5, 0.5]) / np.sqrt([0.75, 0.75, 1.5, 0.5]).mean(), rtol=1e-12)
+    # parents that are already independent in the data: every weight is 1
+    indep = {"a": np.repeat([0, 1], 3), "b": np.tile([0.05, 0.5, 0.99], 2)}
+    np.testing.assert_allclose(F.balancing_weights(g, indep, ["a", "b"], power=0.5), np.ones(6), rtol=1e-12)
+
+
+def test_plan_balances_the_diffusion_only_where_an_image_parent_causes_another():
+    g = CausalGraph.from_dict({**GRAPH, "variables": [
+        v if v["name"] != "size" else {**v, "low": 0.0, "high": 20.0} for v in GRAPH["variables"]]})
+    assert F.plan_fit(g, 28, 3, "quick").parts[0].config["balance"] == F.BALANCE          # shape -> hue
+    assert "balance" not in F.plan_fit(g, 28, 3, "quick", mechanism="paper").parts[0].config
+    roots = CausalGraph.from_dict({"variables": [{"name": "digit", "kind": "categorical", "num_classes": 10},
+                                                 {"name": "lesion", "kind": "categorical", "num_classes": 2},
+                                                 {"name": "image", "kind": "image", "parents": ["digit", "lesion"]}]})
+    assert "balance" not in F.plan_fit(roots, 64, 1, "standard").parts[0].config
+    assert F.plan_fit(roots, 64, 1, "standard", balance=0.3).parts[0].config["balance"] == 0.3      # asked for
+    assert "balance" not in F.plan_fit(g, 28, 3, "quick", balance=0.0).parts[0].config              # turned off
+    with pytest.raises(DiffSCMError, match="must lie in"):
+        F.plan_fit(g, 28, 3, "quick", balance=1.5)
+    with pytest.raises(DiffSCMError, match="apply to the conditional mechanism"):
+        F.plan_fit(g, 28, 3, "quick", mechanism="paper", balance=0.5)
+
+
 @pytest.mark.parametrize("size,levels,bottom", [(28, 3, 7), (32, 3, 8), (64, 4, 8), (128, 5, 8), (256, 5, 16),
                                                 (36, 3, 9), (100, 3, 25)])
 def test_unet_scales_with_the_image_size(size, levels, bottom):
@@ -227,6 +261,8 @@ def test_bad_images_fail_before_training(tmp_path, monkeypatch, capsys):
     small = make_dataset(tmp_path / "small", size=20)
     assert_user_error(run_cli(monkeypatch, capsys, *fit_args(graph, small, out)), out, "20×20", "28 to 256")
     assert_user_error(run_cli(monkeypatch, capsys, *fit_args(graph, other, out, "--budget", "huge")), out, "budget")
+    assert_user_error(run_cli(monkeypatch, capsys, *fit_args(graph, other, out, "--balance", "2")), out,
+                      "balancing power", "[0, 1]")
 
 
 def test_evaluate_scores_a_fitted_scm_on_its_folder(tmp_path, monkeypatch, capsys):

@@ -92,6 +92,27 @@ def test_refuses_to_clobber_and_checks_config(tmp_path):
         quiet_fit(other, tr.oracle_loss(other), x, y, tr.TrainConfig(steps=4, batch_size=4), tmp_path / "o", resume=True)
 
 
+def test_sample_weights_decide_which_images_are_drawn(tmp_path):
+    x, _ = toy_data(16)
+    y = torch.arange(16)
+    m = Oracle({"num_classes": 16})
+    seen = []
+
+    def loss(xb, yb, gen):
+        seen.extend(yb.tolist())
+        return tr.oracle_loss(m)(xb, yb, gen)
+
+    w = torch.zeros(16, dtype=torch.float64)
+    w[3], w[11] = 1.0, 3.0
+    quiet_fit(m, loss, x, y, tr.TrainConfig(steps=50, batch_size=8, warmup=1), tmp_path / "o", sample_weights=w)
+    assert set(seen) == {3, 11} and len(seen) == 400
+    assert abs(seen.count(11) / 400 - 0.75) < 0.08          # 300 expected draws of 400, sd 8.7
+    for bad in (torch.ones(15), -torch.ones(16), torch.zeros(16)):
+        with pytest.raises(DiffSCMError, match="sample weights must be 16 non-negative values"):
+            quiet_fit(Oracle({"num_classes": 16}), tr.oracle_loss(m), x, y, tr.TrainConfig(steps=1, batch_size=4),
+                      tmp_path / f"bad{len(seen)}", sample_weights=bad)
+
+
 def test_checkpoint_folder_has_no_pickles(tmp_path):
     x, y = toy_data(16)
     m = Oracle({"num_classes": 2})

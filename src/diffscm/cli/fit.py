@@ -21,6 +21,7 @@ def fit(graph: Path = typer.Argument(..., help="Graph file (YAML/JSON): variable
         overwrite: bool = typer.Option(False, help="Replace an existing OUT."),
         steps_scale: float = typer.Option(1.0, min=1e-6, help="Multiply every part's steps (e.g. 0.01 for a smoke test)."),
         batch_size: Optional[int] = typer.Option(None, min=1, help="Batch size of every image model (default 128)."),
+        balance: Optional[float] = typer.Option(None, help="Power in [0, 1] of the image model's balancing weights, which draw rare combinations of its parents more often (0: uniform batches; default 0.5 where an image parent causes another, else 0)."),
         seed: int = typer.Option(0, min=0, max=2**31 - 1),
         save_every: int = typer.Option(200, min=1, help="Checkpoint every this many steps."),
         device: str = typer.Option("auto"),
@@ -37,7 +38,7 @@ def fit(graph: Path = typer.Argument(..., help="Graph file (YAML/JSON): variable
     check_out(out, True)   # an existing OUT is fit_scm's to judge (--overwrite or --resume)
     g = CausalGraph.from_file(graph)
     fit_scm(g, data_dir, out, budget=budget, mechanism=mechanism, work=work, resume=resume, overwrite=overwrite,
-            device=device, steps_scale=steps_scale, batch_size=batch_size, seed=seed, save_every=save_every,
+            device=device, steps_scale=steps_scale, batch_size=batch_size, balance=balance, seed=seed, save_every=save_every,
             progress=not quiet, log=lambda s: typer.echo(s, err=True))
     if topology().is_main:
         tune_fitted(out, data_dir, work_dir(out, work), log=lambda s: typer.echo(s, err=True),

@@ -4,7 +4,8 @@ needs, train each one (resumable, skipping the finished ones), and pack them wit
 The plan, for a graph whose image has parents PA:
 
 * ``diffusion``: the image mechanism, an ε-model conditioned on PA (``mechanism: conditional``, the default) or
-  unconditional (``mechanism: paper``);
+  unconditional (``mechanism: paper``); where one parent in PA causes another, the conditional model's batches are
+  drawn with balancing weights (:func:`balancing_weights`);
 * ``predictors/P``: a noise-aware predictor of each P in PA (the paper mechanism's anti-causal guidance);
 * ``flows/V``: a conditional flow for each continuous attribute with parents (roots keep their observed values:
   their exogenous noise is the value itself);
@@ -59,14 +60,16 @@ class Budget:
 
 
 BUDGETS = {
-    # a short run learns faster from more, smaller steps at a higher rate and without dropout (measured on
-    # Colour-MNIST: 700 steps of batch 128 at 5e-4 drew noise; 700 of batch 64 at 2e-3 took 40% of the time and
-    # drew coloured strokes)
-    "quick": Budget("quick", diffusion=1500, predictor=300, oracle=300, flow=600, vae=500, diffusion_batch=64,
+    # a short run learns faster at a higher rate and without dropout (measured on Colour-MNIST: 700 steps of batch
+    # 128 at 5e-4 drew noise; 700 of batch 64 at 2e-3 drew coloured strokes); under bf16 autocast on a 2-core CPU
+    # with AVX-512 BF16, 1500 steps of batch 128 take about 15 minutes (about 200 images/s)
+    "quick": Budget("quick", diffusion=1500, predictor=300, oracle=300, flow=600, vae=500, diffusion_batch=128,
                     diffusion_lr=2e-3, dropout=0.0),
     "standard": Budget("standard", diffusion=4000, predictor=1500, oracle=1000, flow=2000, vae=2500),
     "full": Budget("full", diffusion=15000, predictor=4000, oracle=3000, flow=3000, vae=6000),
 }
+# the power of the diffusion's balancing weights where one image parent causes another (`balancing_weights`)
+BALANCE = 0.5
 # rough relative cost of one training step per image pixel: it weights the parts in the one progress bar, whose ETA
 # then follows the rate the run measures
 STEP_COST = {"diffusion": 1.0, "predictor": 0.3, "oracle": 0.08, "selector": 0.08, "vae": 0.05, "flow": 0.0}
@@ -214,8 +217,12 @@ def check_fittable(graph: CausalGraph) -> None:
 
 
 def plan_fit(graph: CausalGraph, size: int, channels: int, budget: str | Budget = "standard",
-             mechanism: str = "conditional", steps_scale: float = 1.0, batch_size: int | None = None) -> FitPlan:
-    """Every model the SCM needs, in training order, with its settings (see the module docstring)."""
+             mechanism: str = "conditional", steps_scale: float = 1.0, batch_size: int | None = None,
+             balance: float | None = None) -> FitPlan:
+    """Every model the SCM needs, in training order, with its settings (see the module docstring).
+
+    ``balance``: the power of the conditional ε-model's balancing weights (0: uniform batches); by default
+    ``BALANCE`` where an image parent causes another, else 0."""
     if isinstance(budget, str) and budget not in BUDGETS:
         raise DiffSCMError(f"unknown budget {budget!r} (use {', '.join(BUDGETS)})")
     b = BUDGETS[budget] if isinstance(budget, str) else budget
@@ -223,6 +230,11 @@ def plan_fit(graph: CausalGraph, size: int, channels: int, budget: str | Budget 
         raise DiffSCMError(f"unknown mechanism {mechanism!r} (use {', '.join(MECHANISMS)})")
     if not steps_scale > 0:
         raise DiffSCMError(f"the step scale must be positive, got {steps_scale}")
+    if balance is not None and not 0.0 <= balance <= 1.0:
+        raise DiffSCMError(f"the balancing power must lie in [0, 1], got {balance}")
+    if balance and mechanism != "conditional":
+        raise DiffSCMError("balancing weights apply to the conditional mechanism: the paper mechanism's "
+                           "unconditional ε-model must learn the images' own distribution")
     check_fittable(graph)
     bs = batch_size or b.batch_size
 
@@ -230,8 +242,13 @@ def plan_fit(graph: CausalGraph, size: int, channels: int, budget: str | Budget 
         return max(1, round(n * steps_scale))
 
     parents = list(graph.image.parents)
-    parts = [Part("diffusion", "diffusion", None, steps(b.diffusion), batch_size or b.diffusion_batch, b.diffusion_lr, {
-        "unet": {**unet_config(size, channels), "dropout": b.dropout}, "conditional": mechanism == "conditional"})]
+    diffusion = {"unet": {**unet_config(size, channels), "dropout": b.dropout}, "conditional": mechanism == "conditional"}
+    if balance is None:     # by default where an image parent causes another: their combinations are rare
+        balance = BALANCE if mechanism == "conditional" and graph.descendants(parents) & set(parents) else 0.0
+    if balance:
+        diffusion["balance"] = balance
+    parts = [Part("diffusion", "diffusion", None, steps(b.diffusion), batch_size or b.diffusion_batch, b.diffusion_lr,
+                  diffusion)]
     if mechanism == "paper":
         parts += [Part(f"predictors/{p}", "predictor", p, steps(b.predictor), bs, 1e-3,
                        {"channels": _widths(size)}) for p in parents]
@@ -241,6 +258,31 @@ def plan_fit(graph: CausalGraph, size: int, channels: int, budget: str | Budget 
     parts += [Part(f"selection/{p}", "selector", p, steps(b.oracle), bs, 1e-3) for p in parents]
     parts.append(Part("eval/vae", "vae", None, steps(b.vae), bs, 1e-3))
     return FitPlan(graph, mechanism, b, parts, size, channels)
+
+
+def balancing_weights(graph: CausalGraph, table: dict[str, np.ndarray], parents: list[str], power: float,
+                      bins: int = 9) -> np.ndarray:
+    """Per-image sampling weights that move the image parents' joint distribution towards the product of its
+    marginals: each image's cell (a categorical value; a continuous one in ``bins`` equal bins of its support) gets
+    (Π marginal frequencies / joint frequency) ** ``power``, normalised to mean 1.
+
+    p(x | pa) is unchanged by weighting on pa alone, so the ε-model learns the same mechanism, but sees the
+    combinations that a do() on one parent asks for (a digit in a colour other than its own) far more often."""
+    cols = []
+    for p in parents:
+        v, var = np.asarray(table[p], dtype=np.float64), graph.variables[p]
+        if var.kind == "categorical":
+            cols.append(v.astype(np.int64))
+        else:
+            rel = (v - var.low) / (var.high - var.low)
+            cols.append(np.clip(np.floor(rel * bins), 0, bins - 1).astype(np.int64))
+    ratio = np.ones(len(cols[0]))
+    for c in cols:
+        ratio *= (np.bincount(c) / len(c))[c]
+    _, cell = np.unique(np.stack(cols, 1), axis=0, return_inverse=True)
+    ratio /= (np.bincount(cell.ravel()) / len(cell.ravel()))[cell.ravel()]
+    w = ratio ** power
+    return w / w.mean()
 
 
 def build_part(part: Part, plan: FitPlan, data: FitData) -> tuple:
@@ -308,7 +350,8 @@ def work_dir(out: Path, work: Path | None = None) -> Path:
 
 def fit_scm(graph: CausalGraph, data_dir: Path, out: Path, *, budget: str = "standard", mechanism: str | None = None,
             work: Path | None = None, resume: bool = False, overwrite: bool = False, device: str = "auto",
-            steps_scale: float = 1.0, batch_size: int | None = None, seed: int = 0, save_every: int = 200,
+            steps_scale: float = 1.0, batch_size: int | None = None, balance: float | None = None, seed: int = 0,
+            save_every: int = 200,
             progress: bool = True, log: Callable[[str], None] = print, command: str | None = None) -> Path:
     """Train every model of the plan in ``work`` (default ``OUT.parts``) and pack them into the SCM folder ``out``.
 
@@ -336,7 +379,7 @@ def fit_scm(graph: CausalGraph, data_dir: Path, out: Path, *, budget: str = "sta
     check_fittable(graph)
     data = load_fit_data(graph, data_dir)
     graph = complete_graph(graph, read_table(data_dir)[1], mechanism)   # supports over every row
-    plan = plan_fit(graph, data.size, data.channels, budget, mechanism, steps_scale, batch_size)
+    plan = plan_fit(graph, data.size, data.channels, budget, mechanism, steps_scale, batch_size, balance)
     key = {**plan.key(), "data": data.digest, "seed": seed}
     plan_file = work / "plan.json"
     if plan_file.exists():
@@ -374,6 +417,8 @@ def fit_scm(graph: CausalGraph, data_dir: Path, out: Path, *, budget: str = "sta
             part_seed = seed + (part.what == "selector")   # the selection models differ from the oracles
             torch.manual_seed(part_seed)
             model, loss, inputs, labels = build_part(part, plan, data)
+            weights = None if "balance" not in part.config else torch.as_tensor(balancing_weights(
+                plan.graph, data.table, list(plan.graph.image.parents), part.config["balance"]))
             is_diff = part.what == "diffusion"
             cfg = tr.TrainConfig(steps=part.steps, batch_size=part.batch_size, lr=part.lr, seed=part_seed,
                                  save_every=save_every, warmup=min(300 if is_diff else 100, part.steps // 10),
@@ -389,7 +434,8 @@ def fit_scm(graph: CausalGraph, data_dir: Path, out: Path, *, budget: str = "sta
 
             tr.fit(model, loss, inputs, labels, cfg, folder, resume=folder.exists(), device=dev,
                    extra_config=extra, log=record, quiet=True, top=top,
-                   mixed_precision=mp if part.what in ("diffusion", "predictor") else "no", on_step=on_step)
+                   mixed_precision=mp if part.what in ("diffusion", "predictor") else "no", on_step=on_step,
+                   sample_weights=weights)
             done_units += part.cost(pixels)
     if top.is_main:
         pack_fit(plan, work, out, data, command, time.time() - t_start)
@@ -464,7 +510,9 @@ def model_card(plan: FitPlan, work: Path, data: FitData, command: str, seconds: 
             d.mkdir(parents=True)
             (d / "training.json").write_text(json.dumps(training_summary(work / p.name)))
             (d / "model.safetensors").symlink_to((work / p.name / "model.safetensors").resolve())
-        prose = {p.name: _PROSE[p.what].format(target=p.target) for p in plan.parts}
+        prose = {p.name: _PROSE[p.what].format(target=p.target) + (
+            f" Batches drawn with balancing weights of power {p.config['balance']} over the image parents' cells "
+            "(`diffscm.train.fit.balancing_weights`)." if "balance" in p.config else "") for p in plan.parts}
         parts_md, rows = card_parts(Path(tmp), [p.name for p in plan.parts], prose)
     g = plan.graph
     lines = ["# Model card", "", f"An SCM fitted by `diffscm fit` ({plan.mechanism} image mechanism, budget "

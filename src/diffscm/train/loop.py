@@ -101,14 +101,16 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
         images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, out: str | Path, *,
         resume: bool = False, device: torch.device = torch.device("cpu"), extra_config: dict | None = None,
         log: Callable[[str], None] = print, quiet: bool = False, top: Topology | None = None,
-        mixed_precision: str = "no", on_step: Callable[[int], None] | None = None) -> dict:
+        mixed_precision: str = "no", on_step: Callable[[int], None] | None = None,
+        sample_weights: torch.Tensor | None = None) -> dict:
     """Train ``model`` on (images, labels) with ``loss_fn(x, y, generator)``; checkpoint to ``out``; return the final log.
 
     Several processes (``top``; launched by ``torchrun`` or ``accelerate launch``) train data-parallel: the model is
     wrapped by accelerate in DistributedDataParallel, every rank draws the same global batch of ``cfg.batch_size``
     indices and takes its contiguous share, gradients are averaged, and rank 0 alone writes checkpoints.
     ``mixed_precision="bf16"`` runs the loss under bf16 autocast (weights and optimiser stay float32).
-    ``on_step(step)`` is called after every step (a caller's own progress display).
+    ``on_step(step)`` is called after every step (a caller's own progress display). ``sample_weights`` (one per
+    image) draws each batch's indices with replacement in proportion to them, instead of uniformly.
     """
     out = Path(out)
     top = top or Topology()
@@ -161,6 +163,9 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
 
     images, labels = images.to(device), labels.to(device)
     n = images.shape[0]
+    if sample_weights is not None and (sample_weights.shape != (n,) or not bool((sample_weights >= 0).all())
+                                       or not float(sample_weights.sum()) > 0):
+        raise DiffSCMError(f"sample weights must be {n} non-negative values with a positive sum")
     segments.append({"command": (extra_config or {}).get("command"), "start_step": step, "end_step": step,
                      "device": str(device), "torch_threads": torch.get_num_threads(), "processes": top.world,
                      "mixed_precision": mixed_precision, "started": time.strftime("%Y-%m-%d %H:%M")})
@@ -200,7 +205,9 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
                   TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), disable=quiet or not top.is_main) as bar:
         task = bar.add_task(f"train {model.kind}", total=cfg.steps, completed=step, loss=float("nan"))
         while step < cfg.steps:
-            idx = torch.randint(n, (cfg.batch_size,), generator=gen)[share.start:share.stop].to(device)
+            idx = (torch.randint(n, (cfg.batch_size,), generator=gen) if sample_weights is None else
+                   torch.multinomial(sample_weights, cfg.batch_size, replacement=True, generator=gen))
+            idx = idx[share.start:share.stop].to(device)
             lr = cfg.lr_at(step)
             for g in opt.param_groups:
                 g["lr"] = lr
