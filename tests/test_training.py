@@ -110,7 +110,8 @@ def test_sample_weights_decide_which_images_are_drawn(tmp_path):
     for bad in (torch.ones(15), -torch.ones(16), torch.zeros(16)):
         with pytest.raises(DiffSCMError, match="sample weights must be 16 non-negative values"):
             quiet_fit(Oracle({"num_classes": 16}), tr.oracle_loss(m), x, y, tr.TrainConfig(steps=1, batch_size=4),
-                      tmp_path / f"bad{len(seen)}", sample_weights=bad)
+                      tmp_path / "bad", sample_weights=bad)
+    assert not (tmp_path / "bad").exists()                 # refused before anything is written
 
 
 def test_checkpoint_folder_has_no_pickles(tmp_path):

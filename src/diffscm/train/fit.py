@@ -279,8 +279,8 @@ def balancing_weights(graph: CausalGraph, table: dict[str, np.ndarray], parents:
     ratio = np.ones(len(cols[0]))
     for c in cols:
         ratio *= (np.bincount(c) / len(c))[c]
-    _, cell = np.unique(np.stack(cols, 1), axis=0, return_inverse=True)
-    ratio /= (np.bincount(cell.ravel()) / len(cell.ravel()))[cell.ravel()]
+    cell = np.unique(np.stack(cols, 1), axis=0, return_inverse=True)[1].ravel()
+    ratio /= (np.bincount(cell) / len(cell))[cell]
     w = ratio ** power
     return w / w.mean()
 

@@ -120,6 +120,10 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
         raise DiffSCMError(f"learning-rate schedule {cfg.lr_schedule!r}: use constant or cosine")
     if cfg.batch_size % top.world:
         raise DiffSCMError(f"batch size {cfg.batch_size} does not split evenly over {top.world} processes")
+    n = images.shape[0]
+    if sample_weights is not None and (sample_weights.shape != (n,) or not bool((sample_weights >= 0).all())
+                                       or not float(sample_weights.sum()) > 0):
+        raise DiffSCMError(f"sample weights must be {n} non-negative values with a positive sum")
     model.to(device).train()
     net: torch.nn.Module = _LossModule(model, loss_fn)
     if top.distributed:
@@ -162,10 +166,6 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
         raise DiffSCMError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
 
     images, labels = images.to(device), labels.to(device)
-    n = images.shape[0]
-    if sample_weights is not None and (sample_weights.shape != (n,) or not bool((sample_weights >= 0).all())
-                                       or not float(sample_weights.sum()) > 0):
-        raise DiffSCMError(f"sample weights must be {n} non-negative values with a positive sum")
     segments.append({"command": (extra_config or {}).get("command"), "start_step": step, "end_step": step,
                      "device": str(device), "torch_threads": torch.get_num_threads(), "processes": top.world,
                      "mixed_precision": mixed_precision, "started": time.strftime("%Y-%m-%d %H:%M")})
