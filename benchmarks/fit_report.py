@@ -38,7 +38,8 @@ def main() -> None:
           md_table(["part", "steps", "batch", "wall", "final loss"], rows), "",
           f"Training wall time of the packed parts: {total / 60:.1f} min (the selection models and the tuning on "
           "validation images are in the command's wall time).", "",
-          f"Guidance defaults chosen on validation images by the selection models: `{json.dumps(chosen)}`; the "
+          f"Guidance defaults chosen on validation images by the selection models: `{json.dumps(chosen)}`, scope "
+          f"`{defaults.get('guidance', 'all')}`; the "
           "evaluation runs at these defaults, settings `" + json.dumps({k: res["settings"].get(k) for k in
                                                                       ("steps", "inversion", "guidance", "cfg_weights", "scales")}) + "`.", "",
           f"Evaluation: the first {p['n']} images of split `{res['split']}`, seeds {p['seeds']}; reversibility on the "

@@ -156,6 +156,36 @@ def test_guidance_on_the_intervened_parents_only(tiny_conditional_scm):
         InferenceOptions(guidance="some")
 
 
+def test_guidance_on_every_parent_of_the_samples_with_a_change():
+    # guidance="changed": abduction unguided (as "intervened"), so the null intervention round-trips; on a sample with
+    # any changed parent every parent's weight acts (as "all" decodes it), elsewhere none
+    from diffscm.scm.mechanisms import DiffusionImageMechanism
+
+    torch.manual_seed(0)
+    model = DiffusionModel({"unet": TINY_UNET, "parents": PARENTS}).eval()
+    torch.nn.init.normal_(model.parent_embedding.out[1].weight, std=0.5)
+    mech = DiffusionImageMechanism(model, {})
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    fact = {"digit": torch.tensor([1, 2, 3, 4]), "thickness": torch.tensor([2.0, 3.0, 4.0, 5.0])}
+    cf = {"digit": torch.tensor([5, 2, 3, 6]), "thickness": torch.tensor([2.0, 6.0, 4.0, 1.0])}  # d, t, none, both
+    kw = dict(steps=3, inversion="exact", inversion_iters=1, clip=False, cfg_weights={"digit": 3.0, "thickness": 2.0})
+    changed, intervened = InferenceOptions(guidance="changed", **kw), InferenceOptions(guidance="intervened", **kw)
+    u = mech.abduct(x, changed, parents=fact)
+    torch.testing.assert_close(u, mech.abduct(x, intervened, parents=fact), rtol=0, atol=0)
+    assert changed.abduction_key() == intervened.abduction_key().replace('"intervened"', '"changed"')
+    assert (mech.predict(u, fact, changed, factual=fact) - x).abs().max() < 1e-3    # the null intervention
+    out = mech.predict(u, cf, changed, factual=fact)
+    assert (out[2] - x[2]).abs().max() < 1e-3                                       # nothing changed: the image
+    every = mech.predict(u, cf, InferenceOptions(**kw))                             # every weight on every sample
+    torch.testing.assert_close(out[[0, 1, 3]], every[[0, 1, 3]], rtol=0, atol=1e-3)
+    # the thickness-only change: "intervened" leaves the digit's weight off there, "changed" turns it on
+    only = mech.predict(u, cf, intervened, factual=fact)
+    assert (out[1] - only[1]).abs().max() > 1e-3
+    torch.testing.assert_close(out[3], only[3], rtol=0, atol=1e-3)                   # both changed: the same
+    with pytest.raises(DiffSCMError, match="factual parent values"):
+        mech.predict(u, cf, changed)
+
+
 def test_paper_mechanism_guides_only_the_intervened_samples(tiny_scm):
     scm = SCM.from_pretrained(tiny_scm)
     obs = _observed(scm)

@@ -329,6 +329,15 @@ def test_coordinate_search_by_hand():
     assert choose(["b"], grid, {"a": 3.0, "b": 1.0}, error, gentle=3.0, tie=0.001)["b"] == 1.5
 
 
+def test_the_narrower_guidance_scope_wins_a_tie():
+    from diffscm.eval.tune import pick_scope
+
+    assert pick_scope({"intervened": 0.20, "changed": 0.12}) == "changed"
+    assert pick_scope({"intervened": 0.125, "changed": 0.12}) == "intervened"      # within 0.01: the narrower
+    assert pick_scope({"intervened": 0.125, "changed": 0.12}, tie=0.001) == "changed"
+    assert pick_scope({"intervened": 0.10, "changed": 0.12}) == "intervened"
+
+
 def test_fit_tunes_the_weights_on_val_rows_with_selection_models(tmp_path, monkeypatch, capsys):
     from diffscm.eval import tune as T
 
@@ -341,14 +350,19 @@ def test_fit_tunes_the_weights_on_val_rows_with_selection_models(tmp_path, monke
     res = run_cli(monkeypatch, capsys, *fit_args(graph_file(tmp_path), data, out))
     assert res.code == 0, res.err
     state = json.loads((tmp_path / "scm.parts" / "tune.json").read_text())
-    assert state["n"] == 6 and len(state["rows"]) == 4    # 2 values of the first parent, then one new value each
-    chosen = json.loads((out / "scm.json").read_text())["defaults"]["cfg_weights"]
+    # per scope: 2 values of the first parent, then one new value each of the other two
+    assert state["n"] == 6 and len(state["rows"]) == 8
+    assert sorted(r["guidance"] for r in state["rows"]) == ["changed"] * 4 + ["intervened"] * 4
+    defaults = json.loads((out / "scm.json").read_text())["defaults"]
+    chosen = defaults["cfg_weights"]
     assert chosen == state["chosen"] and set(chosen.values()) <= {1.0, 3.0}
-    assert all(0 <= r["error"] <= 1 for r in state["rows"]) and len(scored) == 4 * 3   # 3 interventions each
+    assert defaults["guidance"] == state["guidance"] == T.pick_scope({s: b["error"] for s, b in state["scopes"].items()})
+    assert state["error"] == state["scopes"][state["guidance"]]["error"]
+    assert all(0 <= r["error"] <= 1 for r in state["rows"]) and len(scored) == 8 * 3   # 3 interventions each
     assert "Defaults chosen on validation images" in (out / "MODEL_CARD.md").read_text()
     res = run_cli(monkeypatch, capsys, *fit_args(graph_file(tmp_path), data, out, "--resume"))
     assert res.code == 0, res.err
-    assert len(scored) == 12                                          # every setting read back, none scored again
+    assert len(scored) == 24                                          # every setting read back, none scored again
     assert json.loads((out / "scm.json").read_text())["defaults"]["cfg_weights"] == chosen
     assert (out / "MODEL_CARD.md").read_text().count("Defaults chosen on validation images") == 1
 

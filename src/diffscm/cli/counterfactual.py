@@ -27,7 +27,7 @@ def counterfactual(
     inversion: Optional[str] = typer.Option(None, help="Abduction: ddim (explicit), fixed-point, exact (fixed-point + stored residuals; the null intervention returns the image) or bdia."),
     inversion_iters: Optional[int] = typer.Option(None, min=0, max=100, help="Fixed-point iterations per step (fixed-point, exact; bdia: of its first step)."),
     abduction: Optional[str] = typer.Option(None, help="factual (invert the decoding ε under the factual parents) or null (the unconditional ε)."),
-    guidance: Optional[str] = typer.Option(None, help="Where the weights and scales act: all (every sample; abduction inverts the guided ε) or intervened (only the samples whose parent value changes; abduction unguided)."),
+    guidance: Optional[str] = typer.Option(None, help="Where the weights and scales act: all (every sample; abduction inverts the guided ε) intervened (only the parents whose value changes; abduction unguided) or changed (every parent, on the samples where any parent changes; abduction unguided)."),
     steps: Optional[int] = typer.Option(None, help="DDIM grid size N over [0, T)."),
     ratio: Optional[float] = typer.Option(None, help="Sampling progression ratio L: use the first floor(L*N) steps."),
     scale: list[str] = typer.Option([], "--scale", help="Guidance scale: S (every anti-causal predictor) or NAME=S (one parent; repeatable)."),

@@ -37,7 +37,7 @@ def evaluate(
     inversion: Optional[str] = typer.Option(None, help="diffscm: abduction, ddim, fixed-point, exact or bdia."),
     inversion_iters: Optional[int] = typer.Option(None, min=0, max=100, help="diffscm: fixed-point iterations per step."),
     w: Optional[float] = typer.Option(None, "--w", help="diffscm: classifier-free weight of every parent (conditional mechanism; 1 = none)."),
-    guidance: Optional[str] = typer.Option(None, help="diffscm: where the weights and scales act, all or intervened."),
+    guidance: Optional[str] = typer.Option(None, help="diffscm: where the weights and scales act, all, intervened or changed."),
     batch_size: Optional[int] = typer.Option(None, min=1),
     cache: Optional[Path] = typer.Option(None, help="Folder of resumable generation chunks (default: the diffscm cache)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write generation chunks."),

@@ -65,7 +65,7 @@ def pack(out: Path = typer.Option(..., help="SCM folder to write."),
          inversion: str = typer.Option("ddim", help="Default abduction: ddim, fixed-point, exact or bdia."),
          inversion_iters: int = typer.Option(3, min=0, max=100, help="Default fixed-point iterations per step."),
          w: list[str] = typer.Option([], "--w", help="Default classifier-free weight of the conditional mechanism: W or NAME=W."),
-         guidance: str = typer.Option("all", help="Default of where the weights and scales act: all or intervened."),
+         guidance: str = typer.Option("all", help="Default of where the weights and scales act: all, intervened or changed."),
          mechanism_default: list[str] = typer.Option([], "--mechanism-default", help="A default of one mechanism only, MECH:KEY=VALUE (e.g. paper:steps=20, paper:scale=4, paper:scales='{\"digit\": 8}'); repeatable."),
          overwrite: bool = typer.Option(False)):
     """Assemble trained checkpoints into an SCM folder (weights + configs only, no trainer state)."""

@@ -26,7 +26,7 @@ def sweep(
     inversion: Optional[str] = typer.Option(None, help="diffscm: abduction, ddim, fixed-point, exact or bdia."),
     inversion_iters: Optional[int] = typer.Option(None, min=0, max=100, help="diffscm: fixed-point iterations per step."),
     w: Optional[float] = typer.Option(None, "--w", help="diffscm: classifier-free weight of every parent (conditional mechanism; 1 = none)."),
-    guidance: Optional[str] = typer.Option(None, help="diffscm: where the weights and scales act, all or intervened."),
+    guidance: Optional[str] = typer.Option(None, help="diffscm: where the weights and scales act, all, intervened or changed."),
     judge: str = typer.Option("selection", help="Who scores: selection (a classifier apart from the evaluation oracle) or oracle."),
     batch_size: Optional[int] = typer.Option(None, min=1),
     json_out: Optional[Path] = typer.Option(None, "--json"), report: Optional[Path] = typer.Option(None),

@@ -60,6 +60,8 @@ def describe(settings: dict) -> str:
             inv = f"{inv} K={settings['inversion_iters']}"
         if settings.get("guidance") == "intervened" and s not in ("no guidance", "conditional, w=1"):
             extra += " on the intervened samples"
+        elif settings.get("guidance") == "changed" and s not in ("no guidance", "conditional, w=1"):
+            extra += " on the samples with a change"
         return (f"{settings['used_steps']}+{settings['used_steps']} of N={settings['steps']}, L={settings['ratio']:g}, "
                 f"{s}{extra}, {inv} inversion")
     if settings.get("method") == "prototype":

@@ -13,7 +13,10 @@ follow through the SCM's flows. One abduction serves every setting. The rule, fi
   are chosen one parent at a time, in the graph's order, over ``GRID``, the others held at their current values,
   starting from the packed defaults;
 * a value whose error lies within ``TIE`` of the best counts as tied, and the gentlest of the tied values wins (the
-  one closest to the unguided model: w = 1, s = 0).
+  one closest to the unguided model: w = 1, s = 0);
+* this search runs once per guidance scope of ``SCOPES`` (where the weights act: on the changed parents only, or on
+  every parent of a sample with any change), each from the packed defaults; the scope of least error wins, and
+  within ``TIE`` the narrower one (listed first).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from .metrics import tolerance, within_hits
 GRID = {"conditional": (1.0, 1.5, 2.0, 3.0, 4.5, 6.0), "paper": (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)}
 N_TUNE = 64
 TIE = 0.01
+SCOPES = ("intervened", "changed")   # both abduct with the unguided ε, so one abduction serves every setting
 
 
 def attribute_errors(scm: SCM, read: dict[str, np.ndarray], target: dict[str, np.ndarray],
@@ -57,6 +61,12 @@ def choose(parents: list[str], grid: tuple[float, ...], start: dict[str, float],
     return values
 
 
+def pick_scope(errors: dict[str, float], tie: float = TIE) -> str:
+    """The scope of least error (``errors`` in ``SCOPES`` order); within ``tie`` of it, the one listed first."""
+    least = min(errors.values())
+    return next(s for s, e in errors.items() if e <= least + tie)
+
+
 def _key(mechanism: str) -> str:
     return "cfg_weights" if mechanism == "conditional" else "scales"
 
@@ -78,8 +88,9 @@ def tune_scm(scm_dir: Path, data_dir: Path, selectors: dict[str, Path], state: P
         return None
     scm = SCM.from_pretrained(scm_dir, device)
     base = scm.options()
-    if base.guidance != "intervened":
-        raise DiffSCMError("tuning needs guidance on the intervened parents (one abduction serves every setting)")
+    if base.guidance not in SCOPES:
+        raise DiffSCMError(f"tuning needs guidance {' or '.join(SCOPES)} (one abduction serves every setting), "
+                           f"not {base.guidance!r}")
     mechanism = scm.image_mechanism.mechanism(base)
     parents = list(scm.graph.image.parents)
     missing = [p for p in parents if p not in selectors]
@@ -94,13 +105,16 @@ def tune_scm(scm_dir: Path, data_dir: Path, selectors: dict[str, Path], state: P
     tol = {p: tolerance(np.min(a_all[p]) if v.low is None else v.low, np.max(a_all[p]) if v.high is None else v.high)
            for p, v in ((p, scm.graph.variables[p]) for p in parents) if v.kind == "continuous"}
     key = _key(mechanism)
-    values = {p: float(getattr(base, key).get(p, 1.0 if mechanism == "conditional" else 0.0)) for p in parents}
+    start = {p: float(getattr(base, key).get(p, 1.0 if mechanism == "conditional" else 0.0)) for p in parents}
     ident = {"n": n, "seed": seed, "mechanism": mechanism, "key": key,
              "weights": "-".join(weights_key(m) for m in [scm.image_mechanism.diffusion, *models.values()])}
     record = json.loads(state.read_text()) if state.exists() else {}
     if any(record.get(k) != v for k, v in ident.items()):     # another model or protocol: start afresh
         record = {**ident, "rows": []}
-    done = {json.dumps(r["values"], sort_keys=True): r for r in record["rows"]}
+    def row_key(scope: str, vals: dict[str, float]) -> str:
+        return json.dumps({"guidance": scope, "values": vals}, sort_keys=True)
+
+    done = {row_key(r.get("guidance", "intervened"), r["values"]): r for r in record["rows"]}
     latent = None
 
     def read(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -112,33 +126,38 @@ def tune_scm(scm_dir: Path, data_dir: Path, selectors: dict[str, Path], state: P
                 out[p] = batched_apply(m.predict, m, images).numpy().astype(np.float64)
         return out
 
-    def score(vals: dict[str, float]) -> float:
+    def score(vals: dict[str, float], scope: str) -> float:
         nonlocal latent
-        k = json.dumps(vals, sort_keys=True)
+        k = row_key(scope, vals)
         if k in done:
             return done[k]["error"]
-        method = MorphoDiffSCM(scm, scm.options(**{key: dict(vals)}))
-        if latent is None:       # abduction is unguided (guidance on the intervened parents only): one for all
+        method = MorphoDiffSCM(scm, scm.options(guidance=scope, **{key: dict(vals)}))
+        if latent is None:       # abduction is unguided under every scope: one for all
             latent = method.abduct(x, attrs)
         t0, errs = time.time(), {}
         for kind in parents:
             cf = method.predict(latent, target[kind], seed, factual=attrs)
             errs[kind] = attribute_errors(scm, read(cf), target[kind], tol)
         err = float(np.mean([e for d in errs.values() for e in d.values()]))
-        row = {"values": dict(vals), "error": err, "errors": errs, "seconds": time.time() - t0}
+        row = {"guidance": scope, "values": dict(vals), "error": err, "errors": errs, "seconds": time.time() - t0}
         record["rows"].append(row)
         done[k] = row
         write_json_atomic(state, record)
-        log(f"tune {key} {vals}: error {err:.3f}")
+        log(f"tune {scope} {key} {vals}: error {err:.3f}")
         return err
 
-    values = choose(parents, GRID[mechanism], values, score, 1.0 if mechanism == "conditional" else 0.0)
-    record["chosen"] = dict(values)
-    record["error"] = score(values)
+    gentle = 1.0 if mechanism == "conditional" else 0.0
+    best = {}
+    for scope in SCOPES:
+        vals = choose(parents, GRID[mechanism], start, lambda v, s=scope: score(v, s), gentle)
+        best[scope] = {"values": vals, "error": score(vals, scope)}
+    scope = pick_scope({s: b["error"] for s, b in best.items()})
+    record.update(chosen=dict(best[scope]["values"]), guidance=scope, error=best[scope]["error"], scopes=best)
     write_json_atomic(state, record)
     cfg_path = Path(scm_dir) / "scm.json"
     cfg = json.loads(cfg_path.read_text())
-    cfg["defaults"][key] = dict(values)
+    cfg["defaults"][key] = dict(best[scope]["values"])
+    cfg["defaults"]["guidance"] = scope
     write_json_atomic(cfg_path, cfg)
     return record
 
@@ -149,10 +168,12 @@ def tune_card(record: dict | None) -> list[str]:
         return ["- the guidance defaults were not tuned: the folder has no `val` rows"]
     key = "classifier-free weights w" if record["key"] == "cfg_weights" else "guidance scales s"
     rows = sorted(record["rows"], key=lambda r: r["error"])
-    lines = [f"- {key} chosen on the first {record['n']} `val` images by selection models (not the oracles), "
-             f"seed {record['seed']}: {record['chosen']} (error {record['error']:.3f}; the rule: `diffscm.eval.tune`)",
+    scope = record.get("guidance", "intervened")
+    lines = [f"- {key} and guidance scope chosen on the first {record['n']} `val` images by selection models (not "
+             f"the oracles), seed {record['seed']}: {record['chosen']}, guidance `{scope}` (error "
+             f"{record['error']:.3f}; the rule: `diffscm.eval.tune`)",
              f"- {len(rows)} settings scored; the best five:"]
-    lines += [f"  - {r['values']}: {r['error']:.3f}" for r in rows[:5]]
+    lines += [f"  - {r.get('guidance', 'intervened')} {r['values']}: {r['error']:.3f}" for r in rows[:5]]
     return lines
 
 

@@ -16,7 +16,8 @@ from ..schedule import ddim_grid
 MECHANISMS = ("auto", "paper", "conditional")
 INVERSIONS = ("ddim", "fixed-point", "exact", "bdia")
 ABDUCTIONS = ("factual", "null")
-GUIDANCES = ("all", "intervened")
+GUIDANCES = ("all", "intervened", "changed")
+UNGUIDED_ABDUCTION = ("intervened", "changed")   # scopes under which abduction inverts the unguided ε
 
 
 @dataclass
@@ -35,7 +36,9 @@ class InferenceOptions:
     ``intervened`` applies each parent's weight and scale only to the samples whose value of that parent differs from
     the factual one (elsewhere weight 1, scale 0), so abduction and un-intervened samples use the unguided ε (the
     conditional model alone; the paper mechanism's unconditional one when ``cfg_scale`` is 0): the null intervention
-    round-trips and abduction costs one evaluation per ε.
+    round-trips and abduction costs one evaluation per ε. ``changed`` is as ``intervened``, except that on a sample
+    where any parent's value changed, every parent's weight and scale act (an unchanged parent's weight then holds
+    its value against the changed ones, e.g. a digit's shape against a new colour).
     """
 
     steps: int = 50
@@ -89,7 +92,7 @@ class InferenceOptions:
         if self.abduction == "null":          # the unconditional ε, unguided
             for k in ("scales", "cfg_weights", "cfg_scale"):
                 d.pop(k)
-        elif self.guidance == "intervened":   # unguided; only whether a label's classifier-free mixing is on counts
+        elif self.guidance in UNGUIDED_ABDUCTION:   # unguided; only whether a label's classifier-free mixing counts
             d.pop("scales"), d.pop("cfg_weights")
             d["cfg_scale"] = bool(self.cfg_scale)
         return json.dumps(d, sort_keys=True)
@@ -204,17 +207,21 @@ class DiffusionImageMechanism:
         """The ε-function that decodes under ``parents``: base ε plus anti-causal guidance terms.
 
         With ``opts.guidance == "intervened"`` the weights and scales act only where a parent's value differs from
-        its ``factual`` one (required then)."""
+        its ``factual`` one (required then); with ``"changed"``, every parent's act on the samples where any
+        parent's value differs."""
         changed = None
-        if opts.guidance == "intervened":
+        if opts.guidance in UNGUIDED_ABDUCTION:
             if factual is None:
-                raise DiffSCMError("guidance on the intervened parents only needs the factual parent values "
-                                   "the latent was abducted under")
+                raise DiffSCMError(f"guidance {opts.guidance!r} needs the factual parent values the latent was "
+                                   "abducted under")
             changed = {}
             for n, v in parents.items():
                 if n not in factual:
-                    raise DiffSCMError(f"no factual value of {n} for guidance on the intervened parents")
+                    raise DiffSCMError(f"no factual value of {n} for guidance {opts.guidance!r}")
                 changed[n] = v.float() != factual[n].to(v.device).float()
+            if opts.guidance == "changed" and changed:
+                anywhere = torch.stack([c.cpu() for c in changed.values()]).any(0)
+                changed = {n: anywhere.to(c.device) for n, c in changed.items()}
         return classifier_guided(self.base_eps(parents, opts, changed), self.guidance_terms(parents, opts, changed),
                                  self.alphas_cumprod)
 
@@ -225,7 +232,7 @@ class DiffusionImageMechanism:
 
         With ``opts.abduction == "factual"`` and the factual ``parents``, the inverted ε-function is the one that
         decodes the null intervention (so prediction under the same values gives ``x`` back); otherwise the
-        unconditional ε (with ``opts.guidance == "intervened"`` both are unguided). The latent is (N, C, H, W);
+        unconditional ε (with ``opts.guidance`` ``intervened`` or ``changed`` both are unguided). The latent is (N, C, H, W);
         (N, K+1, C, H, W) for ``exact``, (N, 2, C, H, W) for ``bdia``.
         """
         if opts.abduction == "factual" and parents is not None:
@@ -261,7 +268,8 @@ class DiffusionImageMechanism:
                 callback: Callable[[int], None] | None = None,
                 factual: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Decode the latent on the same grid, guided towards every image parent's (counterfactual) value.
-        ``factual``: the parent values the latent was abducted under (needed by ``guidance="intervened"``)."""
+        ``factual``: the parent values the latent was abducted under (needed by ``guidance`` ``intervened`` and
+        ``changed``)."""
         eps = self.decoding_eps(parents, opts, factual)
         with torch.inference_mode():   # the guidance gradient re-enables autograd on its own copy of x_t
             grid = self.grid(opts)
