@@ -71,6 +71,72 @@ def _key(mechanism: str) -> str:
     return "cfg_weights" if mechanism == "conditional" else "scales"
 
 
+def mean_error(errors: dict[str, dict[str, float]]) -> float:
+    """The rule's error of a setting: the mean over the interventions and the parents read."""
+    return float(np.mean([e for d in errors.values() for e in d.values()]))
+
+
+class SelectionJudge:
+    """The rule's judge: the counterfactuals of the ``val`` images ``[start, stop)`` of a dataset folder under each
+    image parent's intervention (``draw_generic``, ``seed``), read by the selection models ``selectors`` (one
+    folder per image parent). The latent of the last abduction is kept for the settings that share it."""
+
+    def __init__(self, scm: SCM, data_dir: Path, selectors: dict[str, Path], start: int = 0, stop: int = N_TUNE,
+                 seed: int = 0):
+        from ..models import load_model
+        from .protocols.generic import draw_generic, load_split
+        from .protocols.morpho import counterfactual_attributes
+
+        self.scm, self.seed, self.parents = scm, seed, list(scm.graph.image.parents)
+        missing = [p for p in self.parents if p not in selectors]
+        if missing:
+            raise DiffSCMError(f"no selection model of {missing[0]} to judge with")
+        self.models = {p: load_model(selectors[p], scm.device).eval() for p in self.parents}
+        x_all, a_all, _ = load_split(scm, data_dir, "val")
+        if not 0 <= start < min(stop, len(x_all)):
+            raise DiffSCMError(f"val images {start}..{stop}: the split has {len(x_all)}")
+        self.x, self.attrs = x_all[start:stop], {k: v[start:stop] for k, v in a_all.items()}
+        self.n = len(self.x)
+        do = draw_generic(scm, self.attrs, a_all, seed)
+        self.target = {k: counterfactual_attributes(scm, self.attrs, d) for k, d in do.items()}
+        self.tol = {p: tolerance(np.min(a_all[p]) if v.low is None else v.low,
+                                 np.max(a_all[p]) if v.high is None else v.high)
+                    for p, v in ((p, scm.graph.variables[p]) for p in self.parents) if v.kind == "continuous"}
+        self._latent: tuple[str, object] | None = None
+
+    def read(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Each image parent as its selection model reads it."""
+        from .harness import batched_apply
+
+        out = {}
+        for p, m in self.models.items():
+            if self.scm.graph.variables[p].kind == "categorical":
+                out[p] = batched_apply(m, m, images).argmax(1).numpy()
+            else:
+                out[p] = batched_apply(m.predict, m, images).numpy().astype(np.float64)
+        return out
+
+    def method(self, opts):
+        from .protocols.morpho import MorphoDiffSCM
+
+        return MorphoDiffSCM(self.scm, opts)
+
+    def latent(self, opts):
+        """The abducted latent under ``opts`` (reused while the abduction key is the same)."""
+        key = opts.abduction_key()
+        if self._latent is None or self._latent[0] != key:
+            self._latent = (key, self.method(opts).abduct(self.x, self.attrs))
+        return self._latent[1]
+
+    def errors(self, opts) -> dict[str, dict[str, float]]:
+        """Per intervened parent, per parent read: the selection model's error against the counterfactual value."""
+        latent, method, errs = self.latent(opts), self.method(opts), {}
+        for kind in self.parents:
+            cf = method.predict(latent, self.target[kind], self.seed, factual=self.attrs)
+            errs[kind] = attribute_errors(self.scm, self.read(cf), self.target[kind], self.tol)
+        return errs
+
+
 def tune_scm(scm_dir: Path, data_dir: Path, selectors: dict[str, Path], state: Path, n: int = N_TUNE, seed: int = 0,
              log: Callable[[str], None] = print, device: str = "cpu") -> dict | None:
     """Run the rule of the module docstring and write the chosen values into ``scm_dir/scm.json``'s defaults.
@@ -78,11 +144,7 @@ def tune_scm(scm_dir: Path, data_dir: Path, selectors: dict[str, Path], state: P
     ``state`` (a JSON file) keeps every scored setting, so an interrupted run resumes. Returns the record (the
     chosen values, every row, the images used), or None when the folder has no ``val`` rows to tune on."""
     from ..data.folder import has_split_column, read_table
-    from ..models import load_model
     from ..models.io import weights_key
-    from .harness import batched_apply
-    from .protocols.generic import draw_generic, load_split
-    from .protocols.morpho import MorphoDiffSCM, counterfactual_attributes
 
     if not has_split_column(data_dir) or "val" not in set(read_table(data_dir)[1]["split"].tolist()):
         return None
@@ -93,52 +155,29 @@ def tune_scm(scm_dir: Path, data_dir: Path, selectors: dict[str, Path], state: P
                            f"not {base.guidance!r}")
     mechanism = scm.image_mechanism.mechanism(base)
     parents = list(scm.graph.image.parents)
-    missing = [p for p in parents if p not in selectors]
-    if missing:
-        raise DiffSCMError(f"no selection model of {missing[0]} to tune the defaults with")
-    models = {p: load_model(selectors[p], scm.device).eval() for p in parents}
-    x_all, a_all, _ = load_split(scm, data_dir, "val")
-    n = min(n, len(x_all))
-    x, attrs = x_all[:n], {k: v[:n] for k, v in a_all.items()}
-    do = draw_generic(scm, attrs, a_all, seed)
-    target = {k: counterfactual_attributes(scm, attrs, d) for k, d in do.items()}
-    tol = {p: tolerance(np.min(a_all[p]) if v.low is None else v.low, np.max(a_all[p]) if v.high is None else v.high)
-           for p, v in ((p, scm.graph.variables[p]) for p in parents) if v.kind == "continuous"}
+    judge = SelectionJudge(scm, data_dir, selectors, 0, n, seed)
     key = _key(mechanism)
     start = {p: float(getattr(base, key).get(p, 1.0 if mechanism == "conditional" else 0.0)) for p in parents}
-    ident = {"n": n, "seed": seed, "mechanism": mechanism, "key": key,
-             "weights": "-".join(weights_key(m) for m in [scm.image_mechanism.diffusion, *models.values()])}
+    ident = {"n": judge.n, "seed": seed, "mechanism": mechanism, "key": key,
+             "weights": "-".join(weights_key(m) for m in [scm.image_mechanism.diffusion, *judge.models.values()])}
     record = json.loads(state.read_text()) if state.exists() else {}
     if any(record.get(k) != v for k, v in ident.items()):     # another model or protocol: start afresh
         record = {**ident, "rows": []}
+
     def row_key(scope: str, vals: dict[str, float]) -> str:
         return json.dumps({"guidance": scope, "values": vals}, sort_keys=True)
 
-    done = {row_key(r.get("guidance", "intervened"), r["values"]): r for r in record["rows"]}
-    latent = None
-
-    def read(images: np.ndarray) -> dict[str, np.ndarray]:
-        out = {}
-        for p, m in models.items():
-            if scm.graph.variables[p].kind == "categorical":
-                out[p] = batched_apply(m, m, images).argmax(1).numpy()
-            else:
-                out[p] = batched_apply(m.predict, m, images).numpy().astype(np.float64)
-        return out
+    for r in record["rows"]:     # rows of a record written before scopes were searched: the intervened scope's
+        r.setdefault("guidance", "intervened")
+    done = {row_key(r["guidance"], r["values"]): r for r in record["rows"]}
 
     def score(vals: dict[str, float], scope: str) -> float:
-        nonlocal latent
         k = row_key(scope, vals)
         if k in done:
             return done[k]["error"]
-        method = MorphoDiffSCM(scm, scm.options(guidance=scope, **{key: dict(vals)}))
-        if latent is None:       # abduction is unguided under every scope: one for all
-            latent = method.abduct(x, attrs)
-        t0, errs = time.time(), {}
-        for kind in parents:
-            cf = method.predict(latent, target[kind], seed, factual=attrs)
-            errs[kind] = attribute_errors(scm, read(cf), target[kind], tol)
-        err = float(np.mean([e for d in errs.values() for e in d.values()]))
+        t0 = time.time()
+        errs = judge.errors(scm.options(guidance=scope, **{key: dict(vals)}))
+        err = mean_error(errs)
         row = {"guidance": scope, "values": dict(vals), "error": err, "errors": errs, "seconds": time.time() - t0}
         record["rows"].append(row)
         done[k] = row
@@ -173,7 +212,7 @@ def tune_card(record: dict | None) -> list[str]:
              f"the oracles), seed {record['seed']}: {record['chosen']}, guidance `{scope}` (error "
              f"{record['error']:.3f}; the rule: `diffscm.eval.tune`)",
              f"- {len(rows)} settings scored; the best five:"]
-    lines += [f"  - {r.get('guidance', 'intervened')} {r['values']}: {r['error']:.3f}" for r in rows[:5]]
+    lines += [f"  - {r['guidance']} {r['values']}: {r['error']:.3f}" for r in rows[:5]]
     return lines
 
 
