@@ -344,6 +344,8 @@ def test_fit_tunes_the_weights_on_val_rows_with_selection_models(tmp_path, monke
     data, out = make_dataset(tmp_path / "data", n_test=6), tmp_path / "scm"
     _edit_labels(data, lambda h, r: (h, [{**row, "split": "val" if k >= 24 else row["split"]} for k, row in enumerate(r)]))
     monkeypatch.setattr(T, "GRID", {"conditional": (1.0, 3.0), "paper": (0.0, 4.0)})
+    real_defaults = F.default_options
+    monkeypatch.setattr(F, "default_options", lambda plan: {**real_defaults(plan), "steps": 4})   # a short DDIM grid for the 8 settings
     scored = []
     real = T.attribute_errors
     monkeypatch.setattr(T, "attribute_errors", lambda *a: scored.append(1) or real(*a))
