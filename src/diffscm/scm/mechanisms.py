@@ -207,8 +207,8 @@ class DiffusionImageMechanism:
         """The ε-function that decodes under ``parents``: base ε plus anti-causal guidance terms.
 
         With ``opts.guidance == "intervened"`` the weights and scales act only where a parent's value differs from
-        its ``factual`` one (required then); with ``"changed"``, every parent's act on the samples where any
-        parent's value differs."""
+        its ``factual`` one (required then); with ``"changed"``, every parent's weight and scale act on the samples
+        where any parent's value differs."""
         changed = None
         if opts.guidance in UNGUIDED_ABDUCTION:
             if factual is None:
@@ -232,8 +232,8 @@ class DiffusionImageMechanism:
 
         With ``opts.abduction == "factual"`` and the factual ``parents``, the inverted ε-function is the one that
         decodes the null intervention (so prediction under the same values gives ``x`` back); otherwise the
-        unconditional ε (with ``opts.guidance`` ``intervened`` or ``changed`` both are unguided). The latent is (N, C, H, W);
-        (N, K+1, C, H, W) for ``exact``, (N, 2, C, H, W) for ``bdia``.
+        unconditional ε (with ``opts.guidance`` ``intervened`` or ``changed`` both are unguided). The latent is
+        (N, C, H, W); (N, K+1, C, H, W) for ``exact``, (N, 2, C, H, W) for ``bdia``.
         """
         if opts.abduction == "factual" and parents is not None:
             eps = self.decoding_eps(parents, opts, factual=parents)
