@@ -80,6 +80,32 @@ def test_resume_is_bit_exact(tmp_path):
         assert torch.equal(sa[k], sc[k]), k
 
 
+def test_a_stop_signal_checkpoints_its_step_and_the_run_resumes_bit_exactly(tmp_path):
+    import os
+    import signal
+
+    x, y = toy_data(32)
+    cfg = tr.TrainConfig(steps=6, batch_size=8, lr=1e-3, warmup=2, log_every=3, save_every=6, ema_decay=0.9)
+    torch.manual_seed(0)
+    a = DiffusionModel({"unet": TINY_UNET})
+    quiet_fit(a, tr.diffusion_loss(a), x, y, cfg, tmp_path / "straight")
+
+    before = signal.getsignal(signal.SIGTERM)
+    torch.manual_seed(0)
+    b = DiffusionModel({"unet": TINY_UNET})
+    kill = lambda step: step == 4 and os.kill(os.getpid(), signal.SIGTERM)
+    with pytest.raises(DiffSCMError, match="stopped by SIGTERM at step 4 of 6"):
+        quiet_fit(b, tr.diffusion_loss(b), x, y, cfg, tmp_path / "stopped", on_step=kill)
+    assert signal.getsignal(signal.SIGTERM) is before                  # the caller's handler is back
+    assert json.loads((tmp_path / "stopped" / "trainer_state.json").read_text())["step"] == 4   # not a save step
+    torch.manual_seed(123)
+    c = DiffusionModel({"unet": TINY_UNET})
+    quiet_fit(c, tr.diffusion_loss(c), x, y, cfg, tmp_path / "stopped", resume=True)
+    sa = load_file(str(tmp_path / "straight" / "trainer_state.safetensors"))
+    sc = load_file(str(tmp_path / "stopped" / "trainer_state.safetensors"))
+    assert sa.keys() == sc.keys() and all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
 def test_refuses_to_clobber_and_checks_config(tmp_path):
     x, y = toy_data(16)
     cfg = tr.TrainConfig(steps=2, batch_size=4, save_every=2, log_every=1)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -201,52 +203,67 @@ def fit(model: Pretrained, loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.
 
     t0, running, seen = time.time(), 0.0, 0
     t_log = time.perf_counter()
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), disable=quiet or not top.is_main) as bar:
-        task = bar.add_task(f"train {model.kind}", total=cfg.steps, completed=step, loss=float("nan"))
-        while step < cfg.steps:
-            idx = (torch.randint(n, (cfg.batch_size,), generator=gen) if sample_weights is None else
-                   torch.multinomial(sample_weights, cfg.batch_size, replacement=True, generator=gen))
-            idx = idx[share.start:share.stop].to(device)
-            lr = cfg.lr_at(step)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            with autocast:
-                loss = net(images[idx], labels[idx], dev_gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-            if ema is not None:
-                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-                with torch.no_grad():
-                    for pe, pm in zip(ema.parameters(), model.parameters()):
-                        pe.lerp_(pm, 1 - decay)
-                    for be, bm in zip(ema.buffers(), model.buffers()):
-                        be.copy_(bm)
-            running += loss.item()
-            seen += 1
-            bar.update(task, completed=step, loss=loss.item())
-            if on_step is not None:
-                on_step(step)
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                mean_loss = running / seen
-                if top.distributed:
-                    buf = torch.tensor([mean_loss], dtype=torch.float64, device=device)
-                    torch.distributed.all_reduce(buf)
-                    mean_loss = float(buf) / top.world
-                now = time.perf_counter()
-                rec = {"step": step, "loss": mean_loss, "lr": lr, "elapsed_s": round(time.time() - t0, 1),
-                       "images_per_s": round(seen * cfg.batch_size / (now - t_log), 1)}
-                t_log = now
-                history.append(rec)
-                if top.is_main:
-                    log(json.dumps(rec))
-                running, seen = 0.0, 0
-            if step % cfg.save_every == 0 or step == cfg.steps:
-                save()
+    # SIGINT/SIGTERM in a single process: finish the step, checkpoint it, then stop with a one-line error.
+    # (Several processes checkpoint collectively, so there a signal keeps its usual meaning.)
+    stop: list[str] = []
+    handlers = {}
+    if not top.distributed and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, lambda signum, frame: stop.append(signal.Signals(signum).name))
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(),
+                      disable=quiet or not top.is_main) as bar:
+            task = bar.add_task(f"train {model.kind}", total=cfg.steps, completed=step, loss=float("nan"))
+            while step < cfg.steps:
+                idx = (torch.randint(n, (cfg.batch_size,), generator=gen) if sample_weights is None else
+                       torch.multinomial(sample_weights, cfg.batch_size, replacement=True, generator=gen))
+                idx = idx[share.start:share.stop].to(device)
+                lr = cfg.lr_at(step)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                with autocast:
+                    loss = net(images[idx], labels[idx], dev_gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                step += 1
+                if ema is not None:
+                    decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+                    with torch.no_grad():
+                        for pe, pm in zip(ema.parameters(), model.parameters()):
+                            pe.lerp_(pm, 1 - decay)
+                        for be, bm in zip(ema.buffers(), model.buffers()):
+                            be.copy_(bm)
+                running += loss.item()
+                seen += 1
+                bar.update(task, completed=step, loss=loss.item())
+                if on_step is not None:
+                    on_step(step)
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    mean_loss = running / seen
+                    if top.distributed:
+                        buf = torch.tensor([mean_loss], dtype=torch.float64, device=device)
+                        torch.distributed.all_reduce(buf)
+                        mean_loss = float(buf) / top.world
+                    now = time.perf_counter()
+                    rec = {"step": step, "loss": mean_loss, "lr": lr, "elapsed_s": round(time.time() - t0, 1),
+                           "images_per_s": round(seen * cfg.batch_size / (now - t_log), 1)}
+                    t_log = now
+                    history.append(rec)
+                    if top.is_main:
+                        log(json.dumps(rec))
+                    running, seen = 0.0, 0
+                if step % cfg.save_every == 0 or step == cfg.steps or stop:
+                    save()
+                if stop:
+                    raise DiffSCMError(f"stopped by {stop[0]} at step {step} of {cfg.steps}; the checkpoint in {out} "
+                                       "continues with --resume")
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return history[-1] if history else {}
 
 
