@@ -58,52 +58,42 @@ def test_predictor_and_oracle_learn(tmp_path):
     assert hist[-1]["loss"] < hist[0]["loss"]
 
 
-def test_resume_is_bit_exact(tmp_path):
-    x, y = toy_data(32)
-    cfg6 = tr.TrainConfig(steps=6, batch_size=8, lr=1e-3, warmup=2, log_every=3, save_every=3, ema_decay=0.9)
-    torch.manual_seed(0)
-    a = DiffusionModel({"unet": TINY_UNET})
-    quiet_fit(a, tr.diffusion_loss(a), x, y, cfg6, tmp_path / "straight")
+def train_tiny(cfg, out, seed=0, **kw):
+    """A tiny diffusion model, seeded, trained quietly into ``out``."""
+    torch.manual_seed(seed)   # resumed runs pass another seed: a fresh process starts from another RNG state
+    model = DiffusionModel({"unet": TINY_UNET})
+    return quiet_fit(model, tr.diffusion_loss(model), *toy_data(32), cfg, out, **kw)
 
-    torch.manual_seed(0)
-    b = DiffusionModel({"unet": TINY_UNET})
-    cfg3 = tr.TrainConfig(**{**cfg6.__dict__, "steps": 3})
-    quiet_fit(b, tr.diffusion_loss(b), x, y, cfg3, tmp_path / "resumed")
-    torch.manual_seed(123)  # a fresh process would start from another RNG state
-    c = DiffusionModel({"unet": TINY_UNET})
-    quiet_fit(c, tr.diffusion_loss(c), x, y, cfg6, tmp_path / "resumed", resume=True)
 
-    sa = load_file(str(tmp_path / "straight" / "trainer_state.safetensors"))
-    sc = load_file(str(tmp_path / "resumed" / "trainer_state.safetensors"))
-    assert sa.keys() == sc.keys()
+def assert_same_trainer_state(a, b):
+    sa, sb = (load_file(str(d / "trainer_state.safetensors")) for d in (a, b))
+    assert sa.keys() == sb.keys()
     for k in sa:
-        assert torch.equal(sa[k], sc[k]), k
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def test_resume_is_bit_exact(tmp_path):
+    cfg6 = tr.TrainConfig(steps=6, batch_size=8, lr=1e-3, warmup=2, log_every=3, save_every=3, ema_decay=0.9)
+    train_tiny(cfg6, tmp_path / "straight")
+    train_tiny(tr.TrainConfig(**{**cfg6.__dict__, "steps": 3}), tmp_path / "resumed")
+    train_tiny(cfg6, tmp_path / "resumed", seed=123, resume=True)
+    assert_same_trainer_state(tmp_path / "straight", tmp_path / "resumed")
 
 
 def test_a_stop_signal_checkpoints_its_step_and_the_run_resumes_bit_exactly(tmp_path):
     import os
     import signal
 
-    x, y = toy_data(32)
     cfg = tr.TrainConfig(steps=6, batch_size=8, lr=1e-3, warmup=2, log_every=3, save_every=6, ema_decay=0.9)
-    torch.manual_seed(0)
-    a = DiffusionModel({"unet": TINY_UNET})
-    quiet_fit(a, tr.diffusion_loss(a), x, y, cfg, tmp_path / "straight")
-
+    train_tiny(cfg, tmp_path / "straight")
     before = signal.getsignal(signal.SIGTERM)
-    torch.manual_seed(0)
-    b = DiffusionModel({"unet": TINY_UNET})
     kill = lambda step: step == 4 and os.kill(os.getpid(), signal.SIGTERM)
     with pytest.raises(DiffSCMError, match="stopped by SIGTERM at step 4 of 6"):
-        quiet_fit(b, tr.diffusion_loss(b), x, y, cfg, tmp_path / "stopped", on_step=kill)
+        train_tiny(cfg, tmp_path / "stopped", on_step=kill)
     assert signal.getsignal(signal.SIGTERM) is before                  # the caller's handler is back
     assert json.loads((tmp_path / "stopped" / "trainer_state.json").read_text())["step"] == 4   # not a save step
-    torch.manual_seed(123)
-    c = DiffusionModel({"unet": TINY_UNET})
-    quiet_fit(c, tr.diffusion_loss(c), x, y, cfg, tmp_path / "stopped", resume=True)
-    sa = load_file(str(tmp_path / "straight" / "trainer_state.safetensors"))
-    sc = load_file(str(tmp_path / "stopped" / "trainer_state.safetensors"))
-    assert sa.keys() == sc.keys() and all(torch.equal(sa[k], sc[k]) for k in sa)
+    train_tiny(cfg, tmp_path / "stopped", seed=123, resume=True)
+    assert_same_trainer_state(tmp_path / "straight", tmp_path / "stopped")
 
 
 def test_refuses_to_clobber_and_checks_config(tmp_path):
