@@ -172,7 +172,7 @@ def test_guidance_on_every_parent_of_the_samples_with_a_change():
     changed, intervened = InferenceOptions(guidance="changed", **kw), InferenceOptions(guidance="intervened", **kw)
     u = mech.abduct(x, changed, parents=fact)
     torch.testing.assert_close(u, mech.abduct(x, intervened, parents=fact), rtol=0, atol=0)
-    assert changed.abduction_key() == intervened.abduction_key().replace('"intervened"', '"changed"')
+    assert changed.abduction_key() == intervened.abduction_key()                      # one latent serves both
     assert (mech.predict(u, fact, changed, factual=fact) - x).abs().max() < 1e-3    # the null intervention
     out = mech.predict(u, cf, changed, factual=fact)
     assert (out[2] - x[2]).abs().max() < 1e-3                                       # nothing changed: the image

@@ -107,6 +107,37 @@ def test_plan_balances_the_diffusion_only_where_an_image_parent_causes_another()
         F.plan_fit(g, 28, 3, "quick", mechanism="paper", balance=0.5)
 
 
+def test_the_quick_budget_conditions_through_adagn_with_less_parent_dropout(monkeypatch):
+    from diffscm.train import loop as tr
+
+    table = {"shape": np.arange(4) % 3, "hue": np.linspace(0.2, 0.8, 4), "size": np.linspace(4.0, 9.0, 4)}
+    g = F.complete_graph(CausalGraph.from_dict(GRAPH), table)
+    quick, standard = F.plan_fit(g, 28, 3, "quick"), F.plan_fit(g, 28, 3, "standard")
+    assert quick.parts[0].config["unet"]["resnet_time_scale_shift"] == "scale_shift"
+    assert "resnet_time_scale_shift" not in standard.parts[0].config["unet"]          # additive, as before
+    data = F.FitData(Path("."), torch.zeros(4, 3, 28, 28), table, "train", "x")
+    seen = []
+    monkeypatch.setattr(tr, "diffusion_loss", lambda model, *a: seen.append(a))
+    for plan in (quick, standard):
+        model = F.build_part(plan.parts[0], plan, data)[0]
+        assert model.unet.down_blocks[0].resnets[0].scale_shift == (plan is quick)
+    assert seen == [(0.1, 5.0, 0.05), (0.2, 5.0, 0.1)]                 # (p per parent, min-SNR γ, p of all at once)
+
+
+def test_a_plan_written_before_a_budget_field_existed_still_resumes():
+    g = CausalGraph.from_dict(GRAPH)
+    key = {**F.plan_fit(g, 28, 3, "standard").key(), "data": "d", "seed": 0}
+    old = json.loads(json.dumps(key))
+    for name in ("p_parent", "p_all", "scale_shift"):
+        del old["budget"][name]
+    assert F.plan_change(old, key) is None                             # the fields' defaults were the recipe then
+    old["budget"]["p_parent"] = 0.3
+    assert F.plan_change(old, key) == "budget"
+    assert F.plan_change({**key, "seed": 1}, key) == "seed"
+    quick = {**F.plan_fit(g, 28, 3, "quick").key(), "data": "d", "seed": 0}
+    assert F.plan_change(old | {"budget": key["budget"]}, quick) == "budget"
+
+
 @pytest.mark.parametrize("size,levels,bottom", [(28, 3, 7), (32, 3, 8), (64, 4, 8), (128, 5, 8), (256, 5, 16),
                                                 (36, 3, 9), (100, 3, 25)])
 def test_unet_scales_with_the_image_size(size, levels, bottom):
@@ -360,13 +391,35 @@ def test_fit_tunes_the_weights_on_val_rows_with_selection_models(tmp_path, monke
     assert chosen == state["chosen"] and set(chosen.values()) <= {1.0, 3.0}
     assert defaults["guidance"] == state["guidance"] == T.pick_scope({s: b["error"] for s, b in state["scopes"].items()})
     assert state["error"] == state["scopes"][state["guidance"]]["error"]
-    assert all(0 <= r["error"] <= 1 for r in state["rows"]) and len(scored) == 8 * 3   # 3 interventions each
+    # 3 interventions per row, but a decoding with the same per-sample weights as an earlier one is read back:
+    # (1, 1, 1) decodes the same images in both scopes, and so does do(hue) with the shape's weight changed
+    assert all(0 <= r["error"] <= 1 for r in state["rows"]) and len(scored) <= 8 * 3 - 3 - 1
+    decoded = len(scored)
     assert "Defaults chosen on validation images" in (out / "MODEL_CARD.md").read_text()
     res = run_cli(monkeypatch, capsys, *fit_args(graph_file(tmp_path), data, out, "--resume"))
     assert res.code == 0, res.err
-    assert len(scored) == 24                                          # every setting read back, none scored again
+    assert len(scored) == decoded                                     # every setting read back, none scored again
     assert json.loads((out / "scm.json").read_text())["defaults"]["cfg_weights"] == chosen
     assert (out / "MODEL_CARD.md").read_text().count("Defaults chosen on validation images") == 1
+
+    # the judge's shared decodings are the ones a fresh judge makes
+    from diffscm.scm.core import SCM
+    scm = SCM.from_pretrained(out, "cpu")
+    selectors = {p: tmp_path / "scm.parts" / "selection" / p for p in ("shape", "hue", "size")}
+    judge = T.SelectionJudge(scm, data, selectors, 0, 6)
+    ones = {"shape": 1.0, "hue": 1.0, "size": 1.0}
+    decodings = []
+    real_predict = judge.method(scm.options()).__class__.predict
+    monkeypatch.setattr(judge.method(scm.options()).__class__, "predict",
+                        lambda self, *a, **k: decodings.append(1) or real_predict(self, *a, **k))
+    first = judge.errors(scm.options(guidance="intervened", cfg_weights=ones, steps=4))
+    assert len(decodings) == 3
+    assert judge.errors(scm.options(guidance="changed", cfg_weights=ones, steps=4)) == first and len(decodings) == 3
+    shape3 = scm.options(guidance="intervened", cfg_weights={**ones, "shape": 3.0}, steps=4)
+    shared = judge.errors(shape3)
+    assert len(decodings) == 4                 # do(shape) decoded again; do(hue), do(size) keep the shape: read back
+    fresh = T.SelectionJudge(scm, data, selectors, 0, 6).errors(shape3)
+    assert fresh == shared and len(decodings) == 7
 
 
 def test_evaluate_adds_localisation_for_a_lesion_scm_on_a_folder_with_masks(tmp_path, monkeypatch, capsys):

@@ -103,6 +103,7 @@ class SelectionJudge:
                                  np.max(a_all[p]) if v.high is None else v.high)
                     for p, v in ((p, scm.graph.variables[p]) for p in self.parents) if v.kind == "continuous"}
         self._latent: tuple[str, object] | None = None
+        self._errors: dict[str, dict[str, float]] = {}
 
     def read(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Each image parent as its selection model reads it."""
@@ -128,12 +129,40 @@ class SelectionJudge:
             self._latent = (key, self.method(opts).abduct(self.x, self.attrs))
         return self._latent[1]
 
+    def effective(self, opts, kind: str) -> str:
+        """A key of the prediction under do(``kind``): the abduction, the prediction-only options and, per sample,
+        the weight and scale each parent decodes with. Settings with equal keys decode the same images, e.g. under
+        ``intervened`` the digit's weight does not act on a do(hue) sample whose digit is unchanged."""
+        import hashlib
+        import json
+
+        d = {k: v for k, v in opts.__dict__.items() if k not in ("cfg_weights", "scales", "guidance", "batch_size")}
+        d["abduction"] = opts.abduction_key()
+        if opts.guidance in SCOPES and not opts.cfg_scale:
+            on = {p: np.asarray(self.target[kind][p]) != np.asarray(self.attrs[p]) for p in self.parents}
+            if opts.guidance == "changed":
+                anywhere = np.any(list(on.values()), axis=0)
+                on = {p: anywhere for p in on}
+        else:
+            d["guidance"] = opts.guidance
+            on = {p: np.ones(self.n, bool) for p in self.parents}
+        h = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode())
+        for table, neutral in ((opts.cfg_weights, 1.0), (opts.scales, 0.0)):
+            for p in sorted(set(table) | set(self.parents)):
+                mask = on.get(p, np.ones(self.n, bool))
+                h.update(p.encode() + np.where(mask, float(table.get(p, neutral)), neutral).tobytes())
+        return f"{kind}:{h.hexdigest()}"
+
     def errors(self, opts) -> dict[str, dict[str, float]]:
-        """Per intervened parent, per parent read: the selection model's error against the counterfactual value."""
+        """Per intervened parent, per parent read: the selection model's error against the counterfactual value.
+        A prediction already made with the same :meth:`effective` key is read back, not decoded again."""
         latent, method, errs = self.latent(opts), self.method(opts), {}
         for kind in self.parents:
-            cf = method.predict(latent, self.target[kind], self.seed, factual=self.attrs)
-            errs[kind] = attribute_errors(self.scm, self.read(cf), self.target[kind], self.tol)
+            key = self.effective(opts, kind)
+            if key not in self._errors:
+                cf = method.predict(latent, self.target[kind], self.seed, factual=self.attrs)
+                self._errors[key] = attribute_errors(self.scm, self.read(cf), self.target[kind], self.tol)
+            errs[kind] = dict(self._errors[key])
         return errs
 
 

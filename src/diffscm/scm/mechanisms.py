@@ -95,6 +95,7 @@ class InferenceOptions:
         elif self.guidance in UNGUIDED_ABDUCTION:   # unguided; only whether a label's classifier-free mixing counts
             d.pop("scales"), d.pop("cfg_weights")
             d["cfg_scale"] = bool(self.cfg_scale)
+            d["guidance"] = "unguided"          # the scopes differ in prediction only
         return json.dumps(d, sort_keys=True)
 
 class Root:
