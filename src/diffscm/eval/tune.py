@@ -20,6 +20,7 @@ follow through the SCM's flows. One abduction serves every setting. The rule, fi
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -133,9 +134,6 @@ class SelectionJudge:
         """A key of the prediction under do(``kind``): the abduction, the prediction-only options and, per sample,
         the weight and scale each parent decodes with. Settings with equal keys decode the same images, e.g. under
         ``intervened`` the digit's weight does not act on a do(hue) sample whose digit is unchanged."""
-        import hashlib
-        import json
-
         d = {k: v for k, v in opts.__dict__.items() if k not in ("cfg_weights", "scales", "guidance", "batch_size")}
         d["abduction"] = opts.abduction_key()
         if opts.guidance in SCOPES and not opts.cfg_scale:

@@ -68,8 +68,8 @@ BUDGETS = {
     # a short run learns faster at a higher rate and without dropout (measured on Colour-MNIST: 700 steps of batch
     # 128 at 5e-4 drew noise; 700 of batch 64 at 2e-3 drew coloured strokes), and its parents act more strongly
     # through AdaGN and with less parent dropout (measured on Colour-MNIST validation images: the selection models'
-    # mean error halved, 0.126 → 0.068); under bf16 autocast a 2-core CPU with AVX-512 BF16 trains 135–200 images/s,
-    # so 1200 steps of batch 128 take 13–19 minutes
+    # mean error halved, 0.126 → 0.068); under bf16 autocast a 2-core CPU with AVX-512 BF16 trains 115–200 images/s,
+    # so 1200 steps of batch 128 take 13–22 minutes (21.1 measured at 115–131 images/s)
     "quick": Budget("quick", diffusion=1200, predictor=300, oracle=300, flow=600, vae=500, diffusion_batch=128,
                     diffusion_lr=2e-3, dropout=0.0, p_parent=0.1, p_all=0.05, scale_shift=True),
     "standard": Budget("standard", diffusion=4000, predictor=1500, oracle=1000, flow=2000, vae=2500),
